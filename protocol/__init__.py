@@ -1,0 +1,80 @@
+"""
+The chat server's WebSocket wire protocol (version 1), sans I/O.
+
+Shared by the server and by clients: frame types, :func:`decode` /
+:func:`decode_server` / :func:`encode`, error codes and close codes. Importing
+this package imports no network library; the ``websockets`` client lives in
+:mod:`protocol.client` and must be imported explicitly.
+"""
+
+from .errors import CloseCode, ErrorCode, ProtocolError, ReplyError, ServerError
+from .frames import (
+    MAX_FRAME_BYTES,
+    MAX_ID_CHARS,
+    MAX_SEQ,
+    MAX_TEXT_CHARS,
+    PROTOCOL_VERSION,
+    Ack,
+    Auth,
+    Cancel,
+    ClientFrame,
+    Echo,
+    End,
+    Error,
+    FinishReason,
+    Frame,
+    Message,
+    Pending,
+    Ping,
+    Pong,
+    Ready,
+    Resume,
+    ServerFrame,
+    Source,
+    Start,
+    Token,
+    decode,
+    decode_server,
+    encode,
+    encode_bytes,
+    format_timestamp,
+    parse_timestamp,
+)
+
+__all__ = [
+    "MAX_FRAME_BYTES",
+    "MAX_ID_CHARS",
+    "MAX_SEQ",
+    "MAX_TEXT_CHARS",
+    "PROTOCOL_VERSION",
+    "Ack",
+    "Auth",
+    "Cancel",
+    "ClientFrame",
+    "CloseCode",
+    "Echo",
+    "End",
+    "Error",
+    "ErrorCode",
+    "FinishReason",
+    "Frame",
+    "Message",
+    "Pending",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "Ready",
+    "ReplyError",
+    "Resume",
+    "ServerError",
+    "ServerFrame",
+    "Source",
+    "Start",
+    "Token",
+    "decode",
+    "decode_server",
+    "encode",
+    "encode_bytes",
+    "format_timestamp",
+    "parse_timestamp",
+]

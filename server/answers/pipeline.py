@@ -1,0 +1,142 @@
+"""The answer pipeline: the current index, retrieval, sources and the LLM stream.
+
+The index is immutable and held by reference: ``rebuild`` builds a new one in a
+worker thread while the old one keeps answering, then swaps it in with a single
+assignment, so a question is always ranked against one whole index, old or new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+
+import aiohttp
+
+from .knowledge import DEFAULT_MAX_WORDS, Document, split_passages
+from .llm.base import LLM
+from .llm.mock import MockLLM
+from .llm.openai import OpenAIChatLLM
+from .retriever import Hit, Index
+
+MAX_SOURCES = 5
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+
+class AnswerPipeline:
+    """Retrieves passages for a question and streams the LLM's answer from them.
+
+    ``k`` is how many hits ``retrieve`` returns (and the LLM sees); ``max_words``
+    and ``index_params`` (see ``Index.build``) are used by ``rebuild``.
+    """
+
+    def __init__(
+        self,
+        index: Index,
+        llm: LLM,
+        *,
+        k: int = MAX_SOURCES,
+        max_words: int = DEFAULT_MAX_WORDS,
+        **index_params: float,
+    ) -> None:
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        self._index = index
+        self._generation = 0
+        self.llm = llm
+        self.k = k
+        self.max_words = max_words
+        self.index_params = index_params
+
+    @classmethod
+    def from_documents(
+        cls,
+        documents: Iterable[Document],
+        llm: LLM,
+        *,
+        k: int = MAX_SOURCES,
+        max_words: int = DEFAULT_MAX_WORDS,
+        **index_params: float,
+    ) -> AnswerPipeline:
+        """Build the index now (synchronously: fine at start-up) and the pipeline."""
+        index = Index.build(split_passages(documents, max_words), **index_params)
+        return cls(index, llm, k=k, max_words=max_words, **index_params)
+
+    @property
+    def index(self) -> Index:
+        return self._index
+
+    def swap_index(self, index: Index) -> None:
+        """Replace the index at once; searches already running finish on the old one.
+
+        Wins over any ``rebuild`` still in progress (that one's result is dropped).
+        """
+        self._generation += 1
+        self._index = index
+
+    async def rebuild(self, documents: Iterable[Document]) -> Index:
+        """Split and index ``documents`` in a worker thread, then swap the new index in.
+
+        If another ``rebuild`` or ``swap_index`` started after this one, the newer one
+        wins and this result is not installed. Returns the index built.
+        """
+        self._generation += 1
+        generation = self._generation
+        documents = list(documents)
+        index = await asyncio.to_thread(self._build, documents)
+        if generation == self._generation:
+            self._index = index
+        return index
+
+    def _build(self, documents: list[Document]) -> Index:
+        return Index.build(split_passages(documents, self.max_words), **self.index_params)
+
+    def retrieve(self, question: str) -> list[Hit]:
+        """The best passages for ``question`` (at most ``k``), best first; fast, sync."""
+        return self._index.search(question, self.k)
+
+    @staticmethod
+    def sources(hits: Sequence[Hit]) -> list[dict[str, object]]:
+        """The ``sources`` of a ``start`` frame: up to 5 ``{"id","topic","score"}``."""
+        return [
+            {"id": hit.passage.id, "topic": hit.passage.topic, "score": round(hit.score, 4)}
+            for hit in hits[:MAX_SOURCES]
+        ]
+
+    def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]:
+        """The LLM's answer in pieces. Close it (``contextlib.aclosing``) when stopping
+        early, so a provider's HTTP response is released at once.
+
+        Raises (while iterating):
+            LLMError: the provider failed.
+        """
+        return self.llm.stream(question, hits)
+
+
+def build_llm(
+    openai_api_key: str | None,
+    base_url: str | None = None,
+    model: str | None = None,
+    token_delay_ms: float = 0,
+    session: aiohttp.ClientSession | None = None,
+    *,
+    timeout_s: float = 30,
+    first_token_timeout_s: float = 60,
+) -> LLM:
+    """The mock when ``openai_api_key`` is unset, empty or ``"mock"``; else the
+    OpenAI-compatible provider on ``session`` (required then), ``base_url`` and
+    ``model`` (OpenAI's and gpt-4o-mini by default). ``token_delay_ms`` is the
+    mock's delay between tokens."""
+    key = (openai_api_key or "").strip()
+    if not key or key.lower() == "mock":
+        return MockLLM(delay_ms=token_delay_ms)
+    if session is None:
+        raise ValueError("an aiohttp ClientSession is needed for the OpenAI provider")
+    return OpenAIChatLLM(
+        session,
+        key,
+        base_url=base_url or DEFAULT_OPENAI_BASE_URL,
+        model=model or DEFAULT_OPENAI_MODEL,
+        timeout_s=timeout_s,
+        first_token_timeout_s=first_token_timeout_s,
+    )

@@ -1,0 +1,292 @@
+"""Ranking knowledge-base passages for a question: BM25F over topic and content.
+
+Pure and synchronous: text in, ranked hits out, no I/O. ``Index.build`` analyses
+every passage once and precomputes each (term, passage) BM25F weight, so a search
+is a few dictionary walks over the query terms' postings.
+
+Analysis (the same for passages and questions):
+
+* words are lowercased, Unicode-aware runs of letters and digits; Latin accents are
+  folded (``Beyoncé`` = ``beyonce``); ``1,000`` = ``1000``; ``U.S.`` = ``us``;
+* apostrophes: a contraction that is a stop word is dropped, a possessive ``'s`` is
+  cut (``Levi's`` → ``levi``), other apostrophes are removed (``O'Neill`` → ``oneill``);
+* hyphenated words give their parts and the joined word (``e-mail`` → ``e``,
+  ``mail``, ``email``), so either spelling matches;
+* English stop words are removed and the rest stemmed with Snowball
+  (``running`` and ``runs`` → ``run``);
+* adjacent content terms also form a bigram term (``los angel``), weighted lower, so
+  that a passage containing a question's phrase ranks above one with the same words
+  scattered.
+
+Scoring is BM25F (Robertson & Zaragoza, "The Probabilistic Relevance Framework",
+2009): per-field term frequencies are length-normalised, weighted (the topic counts
+``topic_weight`` times a content word) and summed before one saturation with ``k1``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from types import MappingProxyType
+
+import Stemmer
+
+from .knowledge import Passage
+from .stopwords import ENGLISH_STOP_WORDS
+
+# Defaults tuned on half of the SQuAD-derived evaluation set (bench/retrieval_eval.py)
+# and checked on the other half; all are generic BM25F knobs, none names a query.
+DEFAULT_K1 = 0.9
+DEFAULT_B = 0.75
+DEFAULT_TOPIC_WEIGHT = 2.0
+DEFAULT_TOPIC_B = 0.3
+DEFAULT_BIGRAM_WEIGHT = 0.5
+# A passage scoring below this is not "found". In BM25 units one matched word is
+# worth about its idf = ln(1 + (N - n + 0.5) / (n + 0.5)) for a word in n of N
+# passages, which is 1.0 for a word in ~37 % of them; 0.5 keeps a passage matched
+# only on words that most passages share (e.g. a single "server") out.
+DEFAULT_MIN_SCORE = 0.5
+
+_STEM_CACHE_LIMIT = 200_000
+
+_TOKEN = re.compile(
+    r"\d+(?:[.,]\d+)+"  # 1,000 / 3.5 / 10.0.1
+    r"|(?:[^\W\d_]\.){2,}"  # U.S. / e.g.
+    r"|[^\W_]+(?:['’\-][^\W_]+)*"  # words, with inner apostrophes and hyphens
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A passage and its score for one question (higher is better)."""
+
+    passage: Passage
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """The ranking knobs; see the module docstring and ``Index.build``."""
+
+    k1: float = DEFAULT_K1
+    b: float = DEFAULT_B
+    topic_weight: float = DEFAULT_TOPIC_WEIGHT
+    topic_b: float = DEFAULT_TOPIC_B
+    bigram_weight: float = DEFAULT_BIGRAM_WEIGHT
+    min_score: float = DEFAULT_MIN_SCORE
+
+    def __post_init__(self) -> None:
+        if self.k1 <= 0:
+            raise ValueError("k1 must be positive")
+        if not (0 <= self.b <= 1 and 0 <= self.topic_b <= 1):
+            raise ValueError("b and topic_b must be within 0..1")
+        if self.topic_weight < 0 or self.bigram_weight < 0:
+            raise ValueError("weights must not be negative")
+
+
+# --- analysis ----------------------------------------------------------------------------
+
+
+def tokenize(text: str) -> list[str]:
+    """Split text into lowercase words (stop words kept, nothing stemmed)."""
+    words: list[str] = []
+    for match in _TOKEN.finditer(text.lower()):
+        token = match.group()
+        if not token.isascii():
+            token = _fold(token)
+        first = token[0]
+        if first.isdigit():
+            words.append(token.replace(",", ""))
+        elif "." in token:  # an acronym: u.s. -> us
+            words.append(token.replace(".", ""))
+        elif "'" in token or "’" in token or "-" in token:
+            words.extend(_split_compound(token.replace("’", "'")))
+        else:
+            words.append(token)
+    return words
+
+
+def _fold(token: str) -> str:
+    """Strip accents from Latin letters; leave other scripts as they are."""
+    stripped = "".join(
+        c for c in unicodedata.normalize("NFKD", token) if not unicodedata.combining(c)
+    )
+    return stripped if stripped.isascii() else unicodedata.normalize("NFKC", token)
+
+
+def _split_compound(token: str) -> list[str]:
+    out: list[str] = []
+    parts = token.split("-")
+    for part in parts:
+        if "'" in part and part not in ENGLISH_STOP_WORDS:
+            if part.endswith("'s"):
+                part = part[:-2]
+            part = part.replace("'", "")
+        out.append(part)
+    if len(parts) > 1:
+        out.append("".join(out))
+    return [p for p in out if p]
+
+
+class Analyzer:
+    """Turns text into index terms: tokens minus stop words, stemmed (with a memo)."""
+
+    __slots__ = ("_cache", "_stemmer")
+
+    def __init__(self) -> None:
+        self._stemmer = Stemmer.Stemmer("english")
+        self._cache: dict[str, str] = {}
+
+    def terms(self, text: str) -> list[str]:
+        cache = self._cache
+        out: list[str] = []
+        for word in tokenize(text):
+            stem = cache.get(word)
+            if stem is None:
+                stem = "" if word in ENGLISH_STOP_WORDS else self._stemmer.stemWord(word) or word
+                if len(cache) < _STEM_CACHE_LIMIT:
+                    cache[word] = stem
+            if stem:
+                out.append(stem)
+        return out
+
+
+def _bigrams(terms: Sequence[str]) -> list[str]:
+    return [f"{a} {b}" for a, b in pairwise(terms)]
+
+
+# --- the index -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Index:
+    """An immutable BM25F index over passages. Build with ``Index.build``.
+
+    Safe to share between threads: nothing in it changes after ``build`` (but for
+    the analyser's stem memo), so a new index can be built in a worker thread and
+    swapped in while this one keeps answering.
+    """
+
+    passages: tuple[Passage, ...]
+    params: Params
+    # term -> {passage number: precomputed BM25F weight (idf included)}
+    _postings: MappingProxyType[str, dict[int, float]] = field(repr=False)
+    _analyzer: Analyzer = field(repr=False)
+
+    @classmethod
+    def build(cls, passages: Iterable[Passage], **params: float) -> Index:
+        """Index ``passages``; keyword ``params`` are those of ``Params``:
+
+        k1 (0.9): term-frequency saturation; b (0.75) and topic_b (0.3): how much the
+        content's / topic's length normalises its term counts; topic_weight (2.0): a
+        topic word counts as that many content words; bigram_weight (0.5): the weight
+        of an adjacent pair of terms relative to single terms (0 turns bigrams off);
+        min_score (0.5): hits below it are not returned.
+        """
+        p = Params(**params)
+        passages = tuple(passages)
+        analyzer = Analyzer()
+        n = len(passages)
+
+        topic_tfs: list[Counter[str]] = []
+        content_tfs: list[Counter[str]] = []
+        topic_lens: list[int] = []
+        content_lens: list[int] = []
+        topic_memo: dict[str, tuple[Counter[str], int]] = {}
+        for passage in passages:
+            memo = topic_memo.get(passage.topic)
+            if memo is None:
+                t_terms = analyzer.terms(passage.topic)
+                memo = topic_memo[passage.topic] = (Counter(t_terms), len(t_terms))
+            topic_tfs.append(memo[0])
+            topic_lens.append(memo[1])
+            c_terms = analyzer.terms(passage.text)
+            tf = Counter(c_terms)
+            if p.bigram_weight:
+                tf.update(_bigrams(c_terms))
+            content_tfs.append(tf)
+            content_lens.append(len(c_terms))
+
+        avg_topic = ((sum(topic_lens) / n) or 1.0) if n else 1.0
+        avg_content = ((sum(content_lens) / n) or 1.0) if n else 1.0
+        k1 = p.k1
+
+        # Per passage: term -> weighted, length-normalised frequency over both fields.
+        postings: dict[str, dict[int, float]] = {}
+        for i in range(n):
+            t_norm = p.topic_weight / (1 - p.topic_b + p.topic_b * topic_lens[i] / avg_topic)
+            c_norm = 1.0 / (1 - p.b + p.b * content_lens[i] / avg_content)
+            combined: dict[str, float] = {}
+            for term, count in content_tfs[i].items():
+                scale = p.bigram_weight if " " in term else 1.0
+                combined[term] = count * c_norm * scale
+            for term, count in topic_tfs[i].items():
+                combined[term] = combined.get(term, 0.0) + count * t_norm
+            for term, tfw in combined.items():
+                saturation = tfw * (k1 + 1) / (k1 + tfw)
+                postings.setdefault(term, {})[i] = saturation
+
+        for term, plist in postings.items():
+            df = len(plist)
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            if " " in term:
+                idf *= p.bigram_weight
+            for i in plist:
+                plist[i] *= idf
+
+        return cls(passages, p, MappingProxyType(postings), analyzer)
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    def search(self, query: str, k: int = 5) -> list[Hit]:
+        """The best ``k`` passages for ``query``, best first; only those scoring at
+        least ``params.min_score``. Ties keep passage order. A query of only stop
+        words (or unknown words) finds nothing."""
+        if k <= 0:
+            return []
+        terms = self._analyzer.terms(query)
+        if self.params.bigram_weight:
+            terms += _bigrams(terms)
+        lists = [self._postings[t] for t in dict.fromkeys(terms) if t in self._postings]
+        if not lists:
+            return []
+        # Start from a copy of the longest list (a C-speed copy) and add the rest.
+        lists.sort(key=len, reverse=True)
+        scores = dict(lists[0])
+        get = scores.get
+        for plist in lists[1:]:
+            for i, w in plist.items():
+                scores[i] = get(i, 0.0) + w
+        best = heapq.nlargest(k, scores.items(), key=lambda item: (item[1], -item[0]))
+        floor = self.params.min_score
+        return [Hit(self.passages[i], s) for i, s in best if s >= floor]
+
+
+# --- the original design's ranking, for comparison only --------------------------------------
+
+
+def keyword_baseline(passages: Sequence[Passage]):
+    """The original design's matcher, kept to measure against (bench/retrieval_eval.py).
+
+    Stop words are removed from the question; passages are ranked by how many of its
+    distinct remaining words occur in their topic or text (no stemming), ties by
+    passage order. Returns ``search(query, k) -> list[Hit]``.
+    """
+    words = [frozenset(tokenize(f"{p.topic} {p.text}")) - ENGLISH_STOP_WORDS for p in passages]
+
+    def search(query: str, k: int = 5) -> list[Hit]:
+        keywords = set(tokenize(query)) - ENGLISH_STOP_WORDS
+        if not keywords:
+            return []
+        scored = [(len(keywords & w), i) for i, w in enumerate(words)]
+        best = heapq.nsmallest(k, ((-s, i) for s, i in scored if s))
+        return [Hit(passages[i], float(-s)) for s, i in best]
+
+    return search

@@ -86,6 +86,8 @@ class ProtocolError(Exception):
         id: the frame's message id when it carried a valid-looking string id
             (so the error can be tied to that message), else ``None``.
         retry_after: seconds to wait before retrying, for ``rate_limited``.
+        close_code: set when the contract says to close the connection
+            instead of answering (a frame over 64 KiB: 1009); else ``None``.
     """
 
     def __init__(
@@ -94,12 +96,14 @@ class ProtocolError(Exception):
         message: str,
         id: str | None = None,
         retry_after: float | None = None,
+        close_code: CloseCode | None = None,
     ) -> None:
         super().__init__(code, message, id)
         self.code = code
         self.message = message
         self.id = id
         self.retry_after = retry_after
+        self.close_code = close_code
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

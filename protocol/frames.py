@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from .errors import ErrorCode, ProtocolError
+from .errors import CloseCode, ErrorCode, ProtocolError
 
 __all__ = [
     "MAX_FRAME_BYTES",
@@ -446,7 +446,11 @@ def _load(data: str | bytes) -> Any:
     else:
         size = len(data)
     if size > MAX_FRAME_BYTES:
-        raise ProtocolError(ErrorCode.TOO_LARGE, f"frame is over {MAX_FRAME_BYTES} bytes")
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE,
+            f"frame is over {MAX_FRAME_BYTES} bytes",
+            close_code=CloseCode.TOO_LARGE,
+        )
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -466,10 +470,11 @@ def decode(data: str | bytes) -> ClientFrame:
         :class:`Ping`.
 
     Raises:
-        ProtocolError: ``too_large`` for a frame over :data:`MAX_FRAME_BYTES` or
-            a text over :data:`MAX_TEXT_CHARS`; ``invalid_frame`` for anything
-            else that is wrong. Its ``id`` is the frame's ``id`` when that is a
-            valid message id.
+        ProtocolError: ``too_large`` for a frame over :data:`MAX_FRAME_BYTES`
+            (with ``close_code`` 1009: close, do not answer) or a text over
+            :data:`MAX_TEXT_CHARS` (answer, stay open); ``invalid_frame`` for
+            anything else that is wrong. Its ``id`` is the frame's ``id`` when
+            that is a valid message id.
     """
     obj = _load(data)
     if not isinstance(obj, dict):

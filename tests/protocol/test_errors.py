@@ -51,7 +51,12 @@ def test_finish_reasons():
 
 def test_protocol_error_attributes():
     exc = ProtocolError(ErrorCode.TOO_LARGE, "field 'text' is over 4000 characters", "m1")
-    assert (exc.code, exc.id, exc.retry_after) == (ErrorCode.TOO_LARGE, "m1", None)
+    assert (exc.code, exc.id, exc.retry_after, exc.close_code) == (
+        ErrorCode.TOO_LARGE,
+        "m1",
+        None,
+        None,
+    )
     assert str(exc) == "too_large: field 'text' is over 4000 characters"
     limited = ProtocolError(ErrorCode.RATE_LIMITED, "slow down", retry_after=2.5)
     assert (limited.id, limited.retry_after) == (None, 2.5)

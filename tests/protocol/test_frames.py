@@ -13,6 +13,7 @@ from protocol import (
     Ack,
     Auth,
     Cancel,
+    CloseCode,
     Echo,
     End,
     Error,
@@ -348,6 +349,7 @@ def test_text_lengths_accepted(text):
 def test_text_too_large_keeps_id(text):
     exc = refused(message(text=text))
     assert exc.code == ErrorCode.TOO_LARGE
+    assert exc.close_code is None  # answered with an error; the connection stays open
     assert exc.id == "m1"
     assert "'text'" in exc.message
 
@@ -392,6 +394,7 @@ def test_frame_size_limit_in_bytes():
     for data in (over, over.decode()):
         exc = refused(data)
         assert exc.code == ErrorCode.TOO_LARGE
+        assert exc.close_code == CloseCode.TOO_LARGE
         assert exc.id is None
 
 

@@ -1,0 +1,98 @@
+"""The app factory: settings in, a wired `web.Application` out.
+
+Resources open and close in cleanup contexts, in dependency order:
+database → HTTP client → answer pipeline → chat (store, fan-out, replies) →
+jobs. Shutdown runs them backwards, after the WebSockets are told to go away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from server import keys
+from server.auth.passwords import PasswordHasher
+from server.auth.tokens import TokenIssuer
+from server.db import pool as db_pool
+from server.db.migrations import migrate
+from server.mail import Mailer
+from server.middlewares import error_middleware
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def database_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    dsn = settings.database_url
+    if dsn is None:
+        dsn = await asyncio.to_thread(db_pool.start_embedded, settings.var_dir)
+        log.info("using the embedded PostgreSQL in %s", settings.var_dir / "pgdata")
+    async with db_pool.open_pool(dsn, settings.db_pool_min, settings.db_pool_max) as pool:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        app[keys.POOL] = pool
+        app[keys.STATE]["dsn"] = dsn
+        yield
+
+
+async def http_client_context(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession() as session:
+        app[keys.HTTP] = session
+        yield
+
+
+async def mail_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    mailer = Mailer(settings.smtp_url, settings.mail_from)
+    app[keys.MAILER] = mailer
+    yield
+    await mailer.drain()
+
+
+async def on_shutdown(app: web.Application) -> None:
+    """Readiness fails at once; the chat channel stores replies and closes sockets."""
+    app[keys.STATE]["shutting_down"] = True
+
+
+def create_app(settings: Settings) -> web.Application:
+    from server import docs, health
+    from server.answers.setup import setup_answers
+    from server.auth.views import routes as auth_routes
+    from server.chat.setup import setup_chat
+    from server.jobs import setup_jobs
+    from server.static import setup_static
+    from server.web import routes as chat_routes
+
+    if not settings.secret_key:
+        settings = settings.with_secret()
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.STATE] = {"shutting_down": False}
+    app[keys.HASHER] = PasswordHasher(settings.bcrypt_rounds)
+    app[keys.TOKENS] = TokenIssuer(
+        settings.secret_key,
+        settings.algorithm,
+        settings.access_token_expire_minutes * 60,
+        settings.verify_token_expire_hours * 3600,
+    )
+    app.cleanup_ctx.append(database_context)
+    app.cleanup_ctx.append(http_client_context)
+    app.cleanup_ctx.append(mail_context)
+    setup_answers(app)
+    setup_chat(app)
+    setup_jobs(app)
+    app.on_shutdown.append(on_shutdown)
+    app.add_routes(auth_routes)
+    app.add_routes(chat_routes)
+    health.setup(app)
+    docs.setup(app)
+    setup_static(app)
+    return app

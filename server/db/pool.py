@@ -1,0 +1,61 @@
+"""The asyncpg pool, and the embedded PostgreSQL used when no DATABASE_URL is set."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+log = logging.getLogger(__name__)
+
+
+def start_embedded(var_dir: Path) -> str:
+    """Start (or reuse) the `pgserver` PostgreSQL whose data lives in `var_dir/pgdata`.
+
+    Blocking: call it in a thread. The server outlives this process on purpose,
+    so restarts are quick and several local processes can share it.
+    """
+    import pgserver  # imported lazily: only embedded mode needs it
+
+    pgdata = (var_dir / "pgdata").resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    return server.get_uri()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+
+
+async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+        server_settings={"application_name": "chat-server", "timezone": "UTC"},
+    )
+
+
+@asynccontextmanager
+async def open_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(dsn, min_size, max_size)
+    try:
+        yield pool
+    finally:
+        try:
+            await asyncio.wait_for(pool.close(), 10)
+        except TimeoutError:
+            log.warning("database pool did not close in 10 s; terminating it")
+            pool.terminate()

@@ -1,0 +1,133 @@
+"""The SQL the server runs, as plain functions over a connection or pool."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+Executor = asyncpg.Pool | asyncpg.Connection
+
+USER_COLUMNS = "id, email, is_active, is_verified, created_at"
+HISTORY_COLUMNS = (
+    'id, message, is_user_message, "timestamp", client_id, reply_to, finish_reason, sources'
+)
+
+
+# -- users -----------------------------------------------------------------------------
+
+
+async def create_user(db: Executor, email: str, hashed_password: str) -> asyncpg.Record | None:
+    """The new user, or None when the email is taken (case-insensitively)."""
+    return await db.fetchrow(
+        f"INSERT INTO users (email, hashed_password) VALUES ($1, $2) "
+        f"ON CONFLICT (lower(email)) DO NOTHING RETURNING {USER_COLUMNS}",
+        email,
+        hashed_password,
+    )
+
+
+async def user_by_email(db: Executor, email: str) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"SELECT {USER_COLUMNS}, hashed_password FROM users WHERE lower(email) = lower($1)", email
+    )
+
+
+async def user_by_id(db: Executor, user_id: int) -> asyncpg.Record | None:
+    return await db.fetchrow(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", user_id)
+
+
+async def add_verification(db: Executor, jti: str, user_id: int, expires_at: datetime) -> None:
+    await db.execute(
+        "INSERT INTO email_verifications (jti, user_id, expires_at) VALUES ($1, $2, $3)",
+        jti,
+        user_id,
+        expires_at,
+    )
+
+
+async def use_verification(db: Executor, jti: str, user_id: int) -> bool:
+    """Mark the link used and the user verified; False if unknown, used or expired."""
+    return bool(
+        await db.fetchval(
+            "WITH used AS ("
+            "  UPDATE email_verifications SET used_at = now()"
+            "  WHERE jti = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > now()"
+            "  RETURNING user_id)"
+            " UPDATE users SET is_verified = true WHERE id IN (SELECT user_id FROM used)"
+            " RETURNING true",
+            jti,
+            user_id,
+        )
+    )
+
+
+# -- rate limits -----------------------------------------------------------------------
+
+
+async def hits_in_window(db: Executor, key: str, window_s: int) -> tuple[int, float]:
+    """(hits so far, seconds until the window ends) for `key`'s current fixed window."""
+    row = await db.fetchrow(
+        "SELECT hits, extract(epoch FROM window_start + make_interval(secs => $2) - now())"
+        " AS left_s FROM rate_limits"
+        " WHERE key = $1 AND window_start > now() - make_interval(secs => $2)"
+        " ORDER BY window_start DESC LIMIT 1",
+        key,
+        float(window_s),
+    )
+    return (row["hits"], float(row["left_s"])) if row else (0, 0.0)
+
+
+async def add_hit(db: Executor, key: str, window_s: int) -> None:
+    await db.execute(
+        "INSERT INTO rate_limits (key, window_start, hits)"
+        " VALUES ($1, to_timestamp(floor(extract(epoch FROM now()) / $2) * $2), 1)"
+        " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_limits.hits + 1",
+        key,
+        window_s,
+    )
+
+
+async def clear_hits(db: Executor, key: str) -> None:
+    await db.execute("DELETE FROM rate_limits WHERE key = $1", key)
+
+
+# -- chat history ----------------------------------------------------------------------
+
+
+async def history(
+    db: Executor, user_id: int, limit: int, before: int | None
+) -> list[asyncpg.Record]:
+    """The newest `limit` rows (older than `before`), oldest first."""
+    rows = await db.fetch(
+        f"SELECT {HISTORY_COLUMNS} FROM chat_history"
+        " WHERE user_id = $1 AND ($3::bigint IS NULL OR id < $3)"
+        " ORDER BY id DESC LIMIT $2",
+        user_id,
+        limit,
+        before,
+    )
+    rows.reverse()
+    return rows
+
+
+async def delete_history(db: Executor, user_id: int) -> int:
+    result = await db.execute("DELETE FROM chat_history WHERE user_id = $1", user_id)
+    return int(result.split()[-1])
+
+
+def history_item(row: asyncpg.Record) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": row["id"],
+        "message": row["message"],
+        "is_user_message": row["is_user_message"],
+        "timestamp": row["timestamp"],
+    }
+    if row["is_user_message"]:
+        item["client_id"] = row["client_id"]
+    else:
+        item["reply_to"] = row["reply_to"]
+        item["finish_reason"] = row["finish_reason"]
+        item["sources"] = row["sources"] or []
+    return item

@@ -1,0 +1,43 @@
+"""Every `web.AppKey` of the app, in one place, with getters that say what is missing."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from server.answers.pipeline import AnswerPipeline
+    from server.auth.passwords import PasswordHasher
+    from server.auth.tokens import TokenIssuer
+    from server.chat.channel import Connections
+    from server.chat.fanout import FanOut
+    from server.chat.replies import ReplyManager
+    from server.jobs import PurgeJob
+    from server.mail import Mailer
+    from server.settings import Settings
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool")
+HASHER: web.AppKey[PasswordHasher] = web.AppKey("hasher")
+TOKENS: web.AppKey[TokenIssuer] = web.AppKey("tokens")
+MAILER: web.AppKey[Mailer] = web.AppKey("mailer")
+HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http")
+PIPELINE: web.AppKey[AnswerPipeline] = web.AppKey("pipeline")
+REPLIES: web.AppKey[ReplyManager] = web.AppKey("replies")
+FANOUT: web.AppKey[FanOut] = web.AppKey("fanout")
+CONNECTIONS: web.AppKey[Connections] = web.AppKey("connections")
+PURGE: web.AppKey[PurgeJob] = web.AppKey("purge")
+STATE: web.AppKey[dict[str, Any]] = web.AppKey("state")
+
+
+def get(app: web.Application, key: web.AppKey[Any]) -> Any:
+    """`app[key]`, or a RuntimeError naming the cleanup context that should have set it."""
+    try:
+        return app[key]
+    except KeyError:
+        raise RuntimeError(
+            f"app[{key.name!r}] is not set: is its cleanup context in create_app()?"
+        ) from None

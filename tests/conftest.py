@@ -1,0 +1,127 @@
+"""Shared fixtures: a real PostgreSQL database per test session, the real app on a real socket.
+
+With DATABASE_URL set, a fresh database is created on that server for the session
+and dropped at the end; without it, an embedded PostgreSQL (pgserver) under
+`var/test-pgdata` is used the same way. Every test gets users of its own, so
+tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from yarl import URL
+
+from server.app import create_app
+from server.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "test-secret-key-that-is-long-enough-for-every-hmac-0123456789abcd"
+PASSWORD = "correct horse battery"
+
+
+def _admin_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    from server.db.pool import start_embedded
+
+    return start_embedded(ROOT / "var" / "test")
+
+
+async def _create_database(admin_url: str) -> str:
+    name = f"chat_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return str(URL(admin_url).with_path(f"/{name}"))
+
+
+async def _drop_database(admin_url: str, url: str) -> None:
+    name = URL(url).path.lstrip("/")
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def admin_database_url() -> str:
+    return _admin_url()
+
+
+@pytest.fixture(scope="session")
+def database_url(admin_database_url: str) -> Iterator[str]:
+    """A fresh database for this test session, dropped afterwards."""
+    url = asyncio.run(_create_database(admin_database_url))
+    yield url
+    asyncio.run(_drop_database(admin_database_url, url))
+
+
+@pytest.fixture
+def make_settings(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "secret_key": TEST_SECRET,
+            "bcrypt_rounds": 4,
+            "llm_token_delay_ms": 0.0,
+            "var_dir": tmp_path / "var",
+            "db_pool_min": 1,
+            "db_pool_max": 5,
+            "shutdown_timeout_s": 2.0,
+        }
+        values.update(overrides)
+        return Settings.from_env({}, **values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings: Settings) -> TestClient:
+    """The real app on a real socket, with a real database."""
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection to the test database, for setting up and checking rows."""
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+async def signup(client: TestClient, email: str | None = None, password: str = PASSWORD):
+    """Create a user; returns (email, access token, user id)."""
+    email = email or unique_email()
+    resp = await client.post("/api/v1/auth/signup", json={"email": email, "password": password})
+    assert resp.status == 201, await resp.text()
+    body = await resp.json()
+    return email, body["access_token"], body["id"]
+
+
+@pytest.fixture
+async def user(client: TestClient) -> dict[str, Any]:
+    email, token, user_id = await signup(client)
+    return {"email": email, "token": token, "id": user_id,
+            "headers": {"Authorization": f"Bearer {token}"}}

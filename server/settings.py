@@ -76,6 +76,13 @@ def _optional(name: str, raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _level(name: str, raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(f"{name} must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return value
+
+
 def _algorithm(name: str, raw: str) -> str:
     value = raw.strip().upper()
     if value not in ALGORITHMS:
@@ -175,7 +182,8 @@ class Settings:
     bcrypt_rounds: int = setting("BCRYPT_ROUNDS", _int(4, 16), 12)
     shutdown_timeout_s: float = setting("SHUTDOWN_TIMEOUT_S", _float(0), 10.0)
     var_dir: Path = setting("VAR_DIR", _path, Path("var"))
-    log_level: str = setting("LOG_LEVEL", _str, "INFO")
+    log_level: str = setting("LOG_LEVEL", _level, "INFO")
+    workers: int = setting("WORKERS", _int(1, 64), 1)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

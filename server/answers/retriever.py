@@ -21,6 +21,10 @@ Analysis (the same for passages and questions):
 Scoring is BM25F (Robertson & Zaragoza, "The Probabilistic Relevance Framework",
 2009): per-field term frequencies are length-normalised, weighted (the topic counts
 ``topic_weight`` times a content word) and summed before one saturation with ``k1``.
+
+"Found" means two thresholds (``Params``): a score of at least ``min_score``, and
+matching words that carry at least ``min_coverage`` of the question's idf mass, so a
+question about something else that shares one incidental word finds nothing.
 """
 
 from __future__ import annotations

@@ -174,6 +174,7 @@ class Settings:
     chat_rate_per_minute: int = setting("CHAT_RATE_PER_MINUTE", _int(0), 30)
     max_connections_per_user: int = setting("MAX_CONNECTIONS_PER_USER", _int(1), 20)
     trust_forwarded: bool = setting("TRUST_FORWARDED", _bool, False)
+    ws_auth_timeout_s: float = setting("WS_AUTH_TIMEOUT_S", _float(0.1), 10.0)
     login_rate_per_minute: int = setting("LOGIN_RATE_PER_MINUTE", _int(1), 10)
     max_body_bytes: int = setting("MAX_BODY_BYTES", _int(1024), 64 * 1024)
     smtp_url: str | None = setting("SMTP_URL", _smtp_url)

@@ -20,7 +20,9 @@ async def test_signup_returns_user_and_token(client):
     assert body["is_active"] is True and body["is_verified"] is False
     assert isinstance(body["id"], int) and body["created_at"].endswith("Z")
     assert body["token_type"] == "bearer" and body["access_token"]
-    me = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    me = await client.get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {body['access_token']}"}
+    )
     assert me.status == 200
     assert (await me.json())["id"] == body["id"]
 
@@ -110,7 +112,9 @@ async def test_login_unknown_and_wrong_password_look_the_same(client):
 async def test_login_rate_limited_after_repeated_failures(client, settings):
     email, _, _ = await signup(client)
     for _ in range(settings.login_rate_per_minute):
-        resp = await client.post("/api/v1/auth/login", json={"email": email, "password": "wrong-pw"})
+        resp = await client.post(
+            "/api/v1/auth/login", json={"email": email, "password": "wrong-pw"}
+        )
         assert resp.status == 401
     resp = await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
     assert resp.status == 429

@@ -1,0 +1,1 @@
+"""The chat: the WebSocket channel, replies, group-committed storage, fan-out."""

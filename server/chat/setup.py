@@ -1,0 +1,52 @@
+"""The chat inside the app: store → replies → fan-out, and the WebSocket route."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from protocol import CloseCode
+from server import keys
+from server.chat.channel import Connections, chat_ws
+from server.chat.fanout import FanOut
+from server.chat.replies import ReplyManager
+from server.chat.store import ChatStore
+
+
+async def chat_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    pool = app[keys.POOL]
+    store = ChatStore(pool, settings.chat_rate_per_minute)
+    replies = ReplyManager(store, app[keys.PIPELINE])
+    connections = Connections()
+    fanout = FanOut(app[keys.STATE]["dsn"], pool, replies, connections)
+    replies.fanout = fanout
+    app[keys.REPLIES] = replies
+    app[keys.CONNECTIONS] = connections
+    app[keys.FANOUT] = fanout
+    await fanout.start()
+    yield
+    # on_shutdown has already stored the replies and closed the sockets.
+    await replies.close(0)
+    await store.close()
+    await fanout.close()
+
+
+async def shutdown_chat(app: web.Application) -> None:
+    """In-flight replies are stored first; then every socket is told the server goes away."""
+    if keys.REPLIES not in app:
+        return
+    app[keys.STATE]["shutting_down"] = True
+    await app[keys.REPLIES].close(app[keys.SETTINGS].shutdown_timeout_s)
+    connections = list(app[keys.CONNECTIONS])
+    for conn in connections:
+        conn.close_soon(CloseCode.GOING_AWAY, "server shutting down")
+    for conn in connections:
+        await conn.flush()
+
+
+def setup_chat(app: web.Application) -> None:
+    app.cleanup_ctx.append(chat_context)
+    app.on_shutdown.append(shutdown_chat)
+    app.router.add_get("/api/v1/chat/ws", chat_ws)

@@ -1,0 +1,108 @@
+"""REST views for chat: ask over HTTP, read and delete the history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from protocol import MAX_ID_CHARS, MAX_TEXT_CHARS, ErrorCode
+from server import keys
+from server.auth.views import current_user
+from server.chat.channel import begin_reply, new_client_id
+from server.chat.replies import Reply, split_tokens
+from server.chat.store import IdConflict, RateLimited
+from server.db import queries
+from server.http import APIError, check_fields, json_response, query_int, read_json
+
+routes = web.RouteTableDef()
+
+HISTORY_DEFAULT = 50
+HISTORY_MAX = 500
+
+
+def _check_text(message: str, client_id: str | None) -> None:
+    if not 1 <= len(message) <= MAX_TEXT_CHARS:
+        raise APIError(422, f"message: must be 1 to {MAX_TEXT_CHARS} characters")
+    if client_id is not None and not 1 <= len(client_id) <= MAX_ID_CHARS:
+        raise APIError(422, f"id: must be 1 to {MAX_ID_CHARS} characters")
+
+
+@routes.post("/api/v1/chat/chat")
+async def chat(request: web.Request) -> web.Response:
+    user = await current_user(request)
+    data = check_fields(await read_json(request), {"message": str}, {"id": str})
+    message, client_id = data["message"], data.get("id")
+    _check_text(message, client_id)
+    client_id = client_id or new_client_id()
+    app = request.app
+    replies = app[keys.REPLIES]
+    if replies.closing:
+        raise APIError(503, "the server is shutting down", {"Retry-After": "5"})
+    try:
+        stored = await replies.store.add_message(user["id"], client_id, message)
+    except IdConflict:
+        raise APIError(409, "this id is stored with another message") from None
+    except RateLimited as exc:
+        raise APIError(
+            429, "too many messages; slow down", {"Retry-After": str(int(exc.retry_after + 0.999))}
+        ) from None
+
+    reply = replies.get(user["id"], client_id)
+    if stored.created:
+        reply = begin_reply(app, user["id"], client_id, message, stored, None)
+    if reply is None:
+        answer = await _stored_answer(request, user["id"], stored.message_id)
+        if answer is None:  # stored, but nobody generates it (its instance was lost)
+            reply = replies.start(user["id"], client_id, stored.message_id, message, ())
+    if reply is not None:
+        await reply.done.wait()
+        if reply.error_code is ErrorCode.UPSTREAM_ERROR:
+            raise APIError(502, "the language model failed to answer")
+        if reply.error_code is ErrorCode.UNAVAILABLE:
+            raise APIError(503, "the database is unavailable", {"Retry-After": "5"})
+        answer = {
+            "response": "".join(reply.tokens),
+            "sources": reply.sources or [],
+            "reply_id": reply.reply_id,
+            "finish_reason": reply.finish_reason,
+        }
+    return json_response(
+        {**answer, "id": client_id, "message_id": stored.message_id}  # type: ignore[dict-item]
+    )
+
+
+async def _stored_answer(request: web.Request, user_id: int, message_id: int) -> Any:
+    row = await request.app[keys.POOL].fetchrow(
+        "SELECT id, message, sources, finish_reason, token_lengths FROM chat_history"
+        " WHERE reply_to = $1 AND user_id = $2",
+        message_id,
+        user_id,
+    )
+    if row is None:
+        return None
+    return {
+        "response": "".join(split_tokens(row["message"], row["token_lengths"])),
+        "sources": row["sources"] or [],
+        "reply_id": row["id"],
+        "finish_reason": row["finish_reason"],
+    }
+
+
+@routes.get("/api/v1/chat/chat-history")
+async def history(request: web.Request) -> web.Response:
+    user = await current_user(request)
+    limit = query_int(request, "limit", HISTORY_DEFAULT, 1, HISTORY_MAX)
+    before = query_int(request, "before", None, 1, None)
+    rows = await queries.history(request.app[keys.POOL], user["id"], limit, before)
+    return json_response([queries.history_item(r) for r in rows])
+
+
+@routes.delete("/api/v1/chat/chat-history")
+async def delete_history(request: web.Request) -> web.Response:
+    user = await current_user(request)
+    deleted = await queries.delete_history(request.app[keys.POOL], user["id"])
+    return json_response({"deleted": deleted})
+
+
+__all__ = ["Reply", "routes"]

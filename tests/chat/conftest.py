@@ -1,0 +1,48 @@
+"""WebSocket helpers: read frames as JSON, collect a reply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import ClientWebSocketResponse, WSMsgType
+
+TIMEOUT = 10.0
+
+
+async def recv(ws: ClientWebSocketResponse, timeout: float = TIMEOUT) -> dict[str, Any]:
+    msg = await ws.receive(timeout=timeout)
+    assert msg.type == WSMsgType.TEXT, (msg.type, msg.data, msg.extra)
+    return orjson.loads(msg.data)
+
+
+async def recv_until(ws, kind: str, id: str | None = None, timeout: float = TIMEOUT):
+    """Frames up to and including the first of `kind` (for `id`, when given)."""
+    frames = []
+    while True:
+        frame = await recv(ws, timeout)
+        frames.append(frame)
+        if frame["type"] == kind and (id is None or frame.get("id") == id):
+            return frames
+
+
+async def connect(client, token: str, **kwargs):
+    ws = await client.ws_connect(
+        "/api/v1/chat/ws", headers={"Authorization": f"Bearer {token}"}, **kwargs
+    )
+    ready = await recv(ws)
+    assert ready["type"] == "ready", ready
+    return ws
+
+
+def reply_frames(frames, id):
+    return [f for f in frames if f.get("id") == id]
+
+
+@pytest.fixture
+def ws_connect(client):
+    async def open_ws(token: str, **kwargs):
+        return await connect(client, token, **kwargs)
+
+    return open_ws

@@ -163,7 +163,7 @@ async def test_refresh_gives_a_new_token(client, user):
 
 async def test_verification_link_verifies_once(client, caplog):
     caplog.set_level("INFO", logger="server.mail")
-    email, token, _ = await signup(client)
+    _email, token, _ = await signup(client)
     for _ in range(100):
         if "api/v1/auth/verify?token=" in caplog.text:
             break

@@ -239,7 +239,7 @@ async def test_racing_resends_store_one_row(client, user, db):
     acks = []
     for ws in (a, b):
         frames = await recv_until(ws, "end", "race")
-        acks.append([f for f in frames if f["type"] in ("ack", "message")][0])
+        acks.append(next(f for f in frames if f["type"] in ("ack", "message")))
     assert acks[0]["message_id"] == acks[1]["message_id"]
     count = await db.fetchval(
         "SELECT count(*) FROM chat_history WHERE user_id = $1 AND client_id = 'race'", user["id"]
@@ -264,7 +264,7 @@ async def test_replies_come_in_the_order_sent(slow_client, user_factory=None):
 
 
 async def test_cancel_stops_at_once_and_stores_partial(slow_client, db):
-    _, token, user_id = await signup(slow_client)
+    _, token, _user_id = await signup(slow_client)
     ws = await connect(slow_client, token)
     await send_message(ws, "long", LONG_QUESTION)
     frames = []
@@ -461,7 +461,7 @@ async def test_shutdown_stores_replies_then_closes_1001(aiohttp_client, make_set
         make_settings(knowledge_path=LONG_KB, llm_token_delay_ms=10.0, shutdown_timeout_s=0.2)
     )
     client = await aiohttp_client(app)
-    _, token, user_id = await signup(client)
+    _, token, _user_id = await signup(client)
     ws = await connect(client, token)
     await send_message(ws, "sd", LONG_QUESTION)
     await recv_until(ws, "start", "sd")

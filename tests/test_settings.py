@@ -1,0 +1,115 @@
+"""Settings: parsed from an injected environment; a bad value names its setting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.settings import Settings, SettingsError
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "k" * 32
+
+
+def test_defaults():
+    s = Settings.from_env({})
+    assert (s.host, s.port, s.algorithm, s.access_token_expire_minutes) == (
+        "127.0.0.1",
+        8000,
+        "HS256",
+        30,
+    )
+    assert s.history_retention_days == 30 and s.max_connections_per_user == 20
+    assert s.allowed_origins == () and s.require_verified_email is False
+    assert not s.uses_llm_api
+
+
+def test_values_are_parsed():
+    s = Settings.from_env(
+        {
+            "PORT": "9000",
+            "ALGORITHM": "hs512",
+            "ALLOWED_ORIGINS": "https://a.example, http://b:81/",
+            "REQUIRE_VERIFIED_EMAIL": "true",
+            "PURGE_CRON": "*/5 * * * * *",
+            "OPENAI_API_KEY": "mock",
+            "ADMIN_EMAILS": "Boss@Example.com",
+        }
+    )
+    assert s.port == 9000 and s.algorithm == "HS512"
+    assert s.allowed_origins == ("https://a.example", "http://b:81")
+    assert s.require_verified_email and s.purge_cron == "*/5 * * * * *"
+    assert not s.uses_llm_api and s.admin_emails == {"boss@example.com"}
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"PORT": "eighty"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"ALGORITHM": "RS256"}, "ALGORITHM"),
+        ({"ALGORITHM": "none"}, "ALGORITHM"),
+        ({"ACCESS_TOKEN_EXPIRE_MINUTES": "0"}, "ACCESS_TOKEN_EXPIRE_MINUTES"),
+        ({"PURGE_CRON": "every day"}, "PURGE_CRON"),
+        ({"PURGE_CRON": "61 * * * *"}, "PURGE_CRON"),
+        ({"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"),
+        ({"REQUIRE_VERIFIED_EMAIL": "maybe"}, "REQUIRE_VERIFIED_EMAIL"),
+        ({"DATABASE_URL": "mysql://x/y", "SECRET_KEY": KEY}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://x/y"}, "SECRET_KEY"),
+        ({"SECRET_KEY": "short"}, "SECRET_KEY"),
+        ({"HISTORY_RETENTION_DAYS": "-1"}, "HISTORY_RETENTION_DAYS"),
+        ({"LLM_TOKEN_DELAY_MS": "fast"}, "LLM_TOKEN_DELAY_MS"),
+    ],
+)
+def test_bad_values_name_the_setting(env, name):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(env)
+
+
+def test_unix_socket_database_url_is_accepted():
+    s = Settings.from_env({"DATABASE_URL": "postgresql://user@/db?host=/run/pg", "SECRET_KEY": KEY})
+    assert s.database_url == "postgresql://user@/db?host=/run/pg"
+
+
+def test_generated_secret_is_kept_under_var(tmp_path, caplog):
+    s = Settings.from_env({"VAR_DIR": str(tmp_path)})
+    first = s.with_secret()
+    second = s.with_secret()
+    assert first.secret_key == second.secret_key and len(first.secret_key) >= 32
+    assert (tmp_path / "secret_key").read_text() == first.secret_key
+    assert "SECRET_KEY is not set" in caplog.text
+    assert first.secret_key not in caplog.text
+
+
+def test_bad_setting_stops_start_up_with_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SECRET_KEY")}
+    env["ALGORITHM"] = "RS256"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run_server.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ALGORITHM" in lines[0]
+
+
+def test_dotenv_is_read_from_the_working_directory(tmp_path):
+    (tmp_path / ".env").write_text("PORT=notaport\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PORT")}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run_server.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "PORT" in result.stderr

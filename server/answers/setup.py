@@ -1,4 +1,10 @@
-"""The answer pipeline inside the app: knowledge loaded and indexed at start-up."""
+"""The answer pipeline inside the app: the knowledge base from PostgreSQL, kept current.
+
+At start-up the collection named after ``KNOWLEDGE_PATH``'s file is seeded from
+that file if it never was, then loaded and indexed; from then on the admin API
+(``server/answers/admin.py``) edits it and ``LiveKnowledge`` re-indexes every
+instance on each change.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,37 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from server import keys
+from server.answers import store
 from server.answers.knowledge import load_documents
 from server.answers.pipeline import AnswerPipeline, build_llm
+from server.settings import SettingsError
 
 log = logging.getLogger(__name__)
+
+# The wait for a provider's first piece of text, in units of LLM_TIMEOUT_S (the wait
+# between later reads): a local model may need a while to load. 30 s → 60 s by default.
+FIRST_TOKEN_TIMEOUT_FACTOR = 2.0
+
+# The collection kept current for this instance (the admin API awaits its refresh).
+KNOWLEDGE: web.AppKey[store.LiveKnowledge] = web.AppKey("knowledge")
 
 
 async def answers_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    documents = await asyncio.to_thread(load_documents, settings.knowledge_path)
+    pool = app[keys.POOL]
+    path = settings.knowledge_path
+    collection = store.collection_name(path)
+
+    def read_file() -> list:
+        try:
+            return load_documents(path)
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"KNOWLEDGE_PATH: {exc}") from None
+
+    if await store.seed(pool, collection, read_file, str(path)):
+        log.info("knowledge base %r seeded from %s", collection, path)
+    snap = await store.snapshot(pool, collection)
+    assert snap is not None
     llm = build_llm(
         settings.openai_api_key,
         settings.openai_base_url,
@@ -25,11 +53,22 @@ async def answers_context(app: web.Application) -> AsyncIterator[None]:
         settings.llm_token_delay_ms,
         app[keys.HTTP],
         timeout_s=settings.llm_timeout_s,
+        first_token_timeout_s=settings.llm_timeout_s * FIRST_TOKEN_TIMEOUT_FACTOR,
     )
-    app[keys.PIPELINE] = await asyncio.to_thread(AnswerPipeline.from_documents, documents, llm)
-    log.info("knowledge base: %d documents from %s", len(documents), settings.knowledge_path)
+    pipeline = await asyncio.to_thread(AnswerPipeline.from_documents, snap.documents, llm)
+    live = store.LiveKnowledge(pool, app[keys.STATE]["dsn"], collection, pipeline, snap.version)
+    app[keys.PIPELINE] = pipeline
+    app[KNOWLEDGE] = live
+    log.info(
+        "knowledge base %r: version %d, %d documents", collection, snap.version, len(snap.documents)
+    )
+    await live.start()
     yield
+    await live.close()
 
 
 def setup_answers(app: web.Application) -> None:
+    from server.answers import admin
+
     app.cleanup_ctx.append(answers_context)
+    app.add_routes(admin.routes)

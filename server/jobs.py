@@ -199,6 +199,11 @@ class PurgeJob:
         )
         self._cron.start()
 
+    @property
+    def running(self) -> bool:
+        """A run started by the schedule or `run_now` is in progress in this process."""
+        return bool(self._tasks)
+
     def _tick(self) -> None:
         # Called by aiocron: start the run in a task of our own, so shutdown can
         # wait for it or cancel it, and aiocron's own future always succeeds.

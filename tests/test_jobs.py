@@ -199,12 +199,13 @@ async def test_stop_cancels_a_run_that_outlasts_the_grace_period(client, db, dat
     job = PurgeJob(connector(database_url), 30, batch_size=1, batch_pause_s=0.1)
     job.start("0 0 1 1 *")  # never fires during the test
     run = asyncio.create_task(job.run_now())
-    await wait_for(lambda: len(job._tasks) == 1, 1)
+    await wait_for(lambda: job.running, 1)
     await asyncio.sleep(0.3)
 
     await job.stop(grace_s=0.1)
 
     assert run.cancelled()
+    assert not job.running
     assert job.last_run is not None and job.last_run.status == "error"
     assert job.last_run.error == "cancelled"
     # The lock went with the cancelled run: the next run is not skipped.

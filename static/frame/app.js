@@ -1,0 +1,687 @@
+/*
+ * The chat panel, running in the widget's iframe on the chat server's origin.
+ *
+ * The access token never leaves this frame: it is kept in this origin's
+ * storage (memory when storage is refused) and sent only to this server. The
+ * host page and this frame exchange just open / close / ready / unread
+ * messages, each side checking the other's origin.
+ *
+ * Conversation state, per message id (the client's own id, a UUID):
+ *   outbox (persisted) → sent → ack → reply: start, token… (typing indicator
+ *   until the first token), end. A message typed while offline waits in the
+ *   outbox and is sent after the reconnect with the same id, so the server
+ *   stores it once whatever happens. After a reconnect every unfinished reply
+ *   is resumed from the last token seen.
+ */
+
+import { Channel, wsUrl } from "./channel.js";
+import { render } from "./markdown.js";
+import { Store } from "./storage.js";
+
+const MAX_CHARS = 4000;
+const HISTORY_LIMIT = 50;
+const REFRESH_BEFORE_S = 120;
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, cls, text) => {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+};
+
+// ---- configuration from the loader (the URL fragment) and the host page link --
+
+const params = new URLSearchParams(location.hash.slice(1));
+const config = {
+  title: (params.get("title") || "Chat with us").slice(0, 80),
+  greeting: (params.get("greeting") || "").slice(0, 500),
+  color: /^#(?:[0-9a-f]{3}){1,2}$/i.test(params.get("color") || "") ? params.get("color") : null,
+  host: hostOrigin(params.get("host")),
+};
+
+/** The embedding page's origin, when we are framed and it checks out. */
+function hostOrigin(claimed) {
+  if (window.parent === window || !claimed) return null;
+  const ancestors = location.ancestorOrigins;
+  if (ancestors && ancestors.length && ancestors[0] !== claimed) return null;
+  return claimed;
+}
+
+function toHost(type) {
+  if (config.host) window.parent.postMessage({ chatWidget: 1, type }, config.host);
+}
+
+function ink(hex) {
+  let h = hex.slice(1);
+  if (h.length === 3) h = h.replace(/./g, "$&$&");
+  const lum = [0, 2, 4].map((i) => {
+    const c = parseInt(h.substr(i, 2), 16) / 255;
+    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+  });
+  const l = 0.2126 * lum[0] + 0.7152 * lum[1] + 0.0722 * lum[2];
+  return (l + 0.05) / 0.05 > 1.05 / (l + 0.05) ? "#000" : "#fff";
+}
+
+// ---- state -------------------------------------------------------------------
+
+const store = new Store("chat-widget:");
+const state = {
+  token: store.get("token"),
+  email: store.get("email"),
+  mode: "login",
+  open: !config.host, // standalone (not framed): always "open"
+  messages: new Map(), // id → {id, text, status, messageId, turn, bubble, meta}
+  replies: new Map(), // id → {id, text, seq, sources, done, finish, bubble, body, live}
+  outbox: [], // ids waiting for an ack, in send order
+  cancels: new Set(), // ids to cancel once connected
+  refreshTimer: null,
+  historyLoaded: false,
+};
+
+const channel = new Channel({
+  url: wsUrl(location.origin),
+  token: () => state.token,
+  onFrame: (frame) => handleFrame(frame),
+  onStatus: (status, detail) => showStatus(status, detail),
+  onAuthFailed: () => logout("Your session has ended. Please log in again."),
+});
+
+// ---- REST ----------------------------------------------------------------------
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  const resp = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "omit",
+    cache: "no-store",
+  });
+  let data = null;
+  try {
+    data = await resp.json();
+  } catch {
+    data = null;
+  }
+  if (!resp.ok) {
+    const err = new Error(detailText(data, resp));
+    err.status = resp.status;
+    throw err;
+  }
+  return data;
+}
+
+function detailText(data, resp) {
+  const detail = data && data.detail;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail.map((d) => (typeof d === "string" ? d : d.msg || d.message || JSON.stringify(d))).join("; ");
+  }
+  if (resp.status === 429) return "Too many attempts. Please wait a moment and try again.";
+  return `The server answered ${resp.status}.`;
+}
+
+// ---- authentication --------------------------------------------------------------
+
+function setToken(token, email) {
+  state.token = token;
+  store.set("token", token);
+  if (email) {
+    state.email = email;
+    store.set("email", email);
+  }
+  scheduleRefresh();
+}
+
+function tokenExpiry(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(payload)).exp || null;
+  } catch {
+    return null;
+  }
+}
+
+function scheduleRefresh() {
+  clearTimeout(state.refreshTimer);
+  const exp = state.token && tokenExpiry(state.token);
+  if (!exp) return;
+  const wait = Math.max(5, exp - Date.now() / 1000 - REFRESH_BEFORE_S);
+  state.refreshTimer = setTimeout(refreshToken, Math.min(wait * 1000, 2 ** 31 - 1));
+}
+
+async function refreshToken() {
+  if (!state.token) return;
+  try {
+    const body = await api("POST", "/api/v1/auth/refresh");
+    setToken(body.access_token);
+    channel.reauth(body.access_token);
+  } catch (err) {
+    if (err.status === 401) logout("Your session has ended. Please log in again.");
+    else state.refreshTimer = setTimeout(refreshToken, 15000);
+  }
+}
+
+function setMode(mode) {
+  state.mode = mode;
+  const signup = mode === "signup";
+  $("mode-login").setAttribute("aria-pressed", String(!signup));
+  $("mode-signup").setAttribute("aria-pressed", String(signup));
+  $("auth-heading").textContent = signup ? "Create an account" : "Log in to chat";
+  $("auth-submit").textContent = signup ? "Sign up" : "Log in";
+  $("password").autocomplete = signup ? "new-password" : "current-password";
+  $("password-hint").hidden = !signup;
+  $("auth-error").textContent = "";
+}
+
+async function submitAuth(event) {
+  event.preventDefault();
+  const email = $("email").value.trim();
+  const password = $("password").value;
+  const error = $("auth-error");
+  error.textContent = "";
+  if (!email || !email.includes("@")) {
+    error.textContent = "Please enter your email address.";
+    $("email").focus();
+    return;
+  }
+  if (password.length < 8) {
+    error.textContent = "The password must be at least 8 characters.";
+    $("password").focus();
+    return;
+  }
+  const submit = $("auth-submit");
+  submit.disabled = true;
+  try {
+    if (state.mode === "signup") {
+      const body = await api("POST", "/api/v1/auth/signup", { email, password });
+      if (!body.access_token) {
+        setMode("login");
+        showNotice($("auth-notice"), `We sent a verification link to ${email}. Open it, then log in.`);
+        $("password").value = "";
+        $("password").focus();
+        return;
+      }
+      setToken(body.access_token, body.email || email);
+      showBanner(`Welcome! We sent a verification link to ${body.email || email}. Please confirm your address.`);
+    } else {
+      const body = await api("POST", "/api/v1/auth/login", { email, password });
+      setToken(body.access_token, email);
+    }
+    $("password").value = "";
+    await enterChat(true);
+  } catch (err) {
+    error.textContent =
+      err.status === 401 ? "Wrong email or password." : err.message || "Something went wrong. Please try again.";
+  } finally {
+    submit.disabled = false;
+  }
+}
+
+function showNotice(node, text) {
+  node.textContent = text;
+  node.hidden = false;
+}
+
+function showBanner(text) {
+  $("verify-text").textContent = text;
+  $("verify-notice").hidden = false;
+}
+
+function logout(message) {
+  channel.stop();
+  clearTimeout(state.refreshTimer);
+  state.token = null;
+  store.remove("token");
+  store.remove(outboxKey());
+  state.messages.clear();
+  state.replies.clear();
+  state.outbox = [];
+  state.cancels.clear();
+  state.historyLoaded = false;
+  $("log").replaceChildren();
+  $("verify-notice").hidden = true;
+  showAuth();
+  if (message) showNotice($("auth-notice"), message);
+  if (state.open) $("email").focus();
+}
+
+function showAuth() {
+  $("chat").hidden = true;
+  $("auth").hidden = false;
+  $("logout").hidden = true;
+  $("who").hidden = true;
+  $("status").hidden = true;
+  $("email").value = state.email || "";
+}
+
+// ---- chat view ---------------------------------------------------------------------
+
+function outboxKey() {
+  return `outbox:${state.email || ""}`;
+}
+
+function saveOutbox() {
+  const items = state.outbox.map((id) => ({ id, text: state.messages.get(id).text }));
+  if (items.length) store.setJSON(outboxKey(), items);
+  else store.remove(outboxKey());
+}
+
+async function enterChat(focus) {
+  $("auth").hidden = true;
+  $("auth-notice").hidden = true;
+  $("chat").hidden = false;
+  $("logout").hidden = false;
+  $("who").hidden = !state.email;
+  $("who").textContent = state.email || "";
+  if (focus && state.open) $("input").focus();
+  if (config.greeting && !$("log").querySelector(".greeting-msg")) {
+    const bubble = el("div", "msg bot greeting-msg");
+    bubble.append(render(config.greeting));
+    $("log").prepend(bubble);
+  }
+  try {
+    await loadHistory();
+  } catch (err) {
+    if (err.status === 401) {
+      logout("Your session has ended. Please log in again.");
+      return;
+    }
+    showStatus("history-failed");
+  }
+  for (const item of store.getJSON(outboxKey(), [])) {
+    if (item && typeof item.id === "string" && !state.messages.has(item.id)) {
+      addUserMessage(item.id, item.text, "queued");
+      state.outbox.push(item.id);
+    }
+  }
+  channel.start();
+}
+
+async function loadHistory() {
+  const rows = await api("GET", `/api/v1/chat/chat-history?limit=${HISTORY_LIMIT}`);
+  const clientIds = new Map(); // row id → client id
+  for (const row of rows) {
+    if (row.is_user_message) {
+      const id = row.client_id || `row-${row.id}`;
+      clientIds.set(row.id, id);
+      if (!state.messages.has(id)) addUserMessage(id, row.message, "acked", row.id);
+    } else {
+      const id = clientIds.get(row.reply_to) || `reply-${row.id}`;
+      if (!state.messages.has(id)) continue; // its question is older than the page of history
+      const reply = ensureReply(id);
+      if (!reply.done) {
+        reply.sources = row.sources || [];
+        finishReply(reply, row.message, row.finish_reason || "stop", false);
+      }
+    }
+  }
+  // A question without a reply yet: its reply is still being generated (ready.pending
+  // will resume it) or was lost; either way the typing indicator shows until we know.
+  state.historyLoaded = true;
+  scrollToEnd(true);
+}
+
+function addUserMessage(id, text, status, messageId) {
+  const turn = el("div", "turn");
+  const bubble = el("div", "msg user");
+  const body = el("div", "body", text);
+  const meta = el("div", "meta");
+  bubble.append(body, meta);
+  turn.append(bubble);
+  const atEnd = nearEnd();
+  $("log").append(turn);
+  const msg = { id, text, status, messageId: messageId || null, turn, bubble, meta };
+  state.messages.set(id, msg);
+  setMessageStatus(msg, status);
+  scrollToEnd(atEnd);
+  return msg;
+}
+
+function setMessageStatus(msg, status, detail) {
+  msg.status = status;
+  msg.bubble.classList.toggle("failed", status === "failed");
+  msg.meta.replaceChildren();
+  msg.meta.hidden = status === "acked";
+  if (status === "queued") msg.meta.textContent = "Waiting for the connection…";
+  else if (status === "sending") msg.meta.textContent = "Sending…";
+  else if (status === "failed") {
+    msg.meta.append(`Not sent: ${detail || "an error occurred"}`);
+    const retry = el("button", "retry", "Retry");
+    retry.type = "button";
+    retry.addEventListener("click", () => {
+      queueMessage(msg.id);
+      $("input").focus();
+    });
+    msg.meta.append(retry);
+  }
+  msg.bubble.dataset.status = status;
+}
+
+function ensureReply(id) {
+  let reply = state.replies.get(id);
+  if (reply) return reply;
+  const msg = state.messages.get(id);
+  const bubble = el("div", "msg bot");
+  bubble.dataset.replyTo = id;
+  bubble.dataset.state = "waiting";
+  const body = el("div", "body");
+  const typing = el("div", "typing");
+  typing.setAttribute("role", "img");
+  typing.setAttribute("aria-label", "The assistant is typing");
+  typing.append(el("span"), el("span"), el("span"));
+  body.append(typing);
+  bubble.append(body);
+  const atEnd = nearEnd();
+  if (msg) msg.turn.append(bubble);
+  else $("log").append(bubble);
+  reply = { id, text: "", seq: -1, sources: null, done: false, finish: null, bubble, body, live: false };
+  state.replies.set(id, reply);
+  scrollToEnd(atEnd);
+  updateStop();
+  return reply;
+}
+
+function renderReply(reply) {
+  const atEnd = nearEnd();
+  if (!reply.text && !reply.done) {
+    // Nothing yet: keep the typing indicator.
+  } else {
+    reply.body.replaceChildren(render(reply.text));
+  }
+  reply.bubble.querySelector(".sources")?.remove();
+  reply.bubble.querySelector(".meta")?.remove();
+  if (reply.done && reply.finish !== "stop") {
+    const note =
+      reply.finish === "cancelled"
+        ? "Stopped."
+        : "This reply was interrupted.";
+    if (!reply.text) reply.body.replaceChildren();
+    reply.bubble.append(el("div", "meta", note));
+  }
+  if (reply.sources && reply.sources.length && reply.done) {
+    const box = el("div", "sources");
+    box.append("Sources: ");
+    const list = el("ul");
+    for (const s of reply.sources) list.append(el("li", null, String(s.topic || s.id)));
+    box.append(list);
+    reply.bubble.append(box);
+  }
+  reply.bubble.dataset.state = reply.done ? reply.finish : reply.text ? "streaming" : "waiting";
+  scrollToEnd(atEnd);
+}
+
+function finishReply(reply, text, finish, announce) {
+  reply.text = typeof text === "string" ? text : reply.text;
+  reply.done = true;
+  reply.finish = finish;
+  renderReply(reply);
+  updateStop();
+  if (announce) {
+    const words = reply.text || (finish === "cancelled" ? "Reply stopped." : "");
+    $("announcer").textContent = "";
+    // A fresh node each time, so the same text twice is announced twice.
+    $("announcer").append(el("span", null, `Assistant: ${words}`));
+    if (!state.open) toHost("unread");
+  }
+}
+
+function updateStop() {
+  let streaming = false;
+  for (const reply of state.replies.values()) if (!reply.done) streaming = true;
+  const stop = $("stop");
+  const hadFocus = document.activeElement === stop;
+  stop.hidden = !streaming;
+  if (!streaming && hadFocus) $("input").focus();
+}
+
+function nearEnd() {
+  const log = $("log");
+  return log.scrollHeight - log.scrollTop - log.clientHeight < 60;
+}
+
+function scrollToEnd(force) {
+  if (force) $("log").scrollTop = $("log").scrollHeight;
+}
+
+// ---- sending -----------------------------------------------------------------------
+
+function newId() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+function sendText(text) {
+  const id = newId();
+  addUserMessage(id, text, "queued");
+  queueMessage(id);
+  scrollToEnd(true);
+}
+
+function queueMessage(id) {
+  const msg = state.messages.get(id);
+  if (!state.outbox.includes(id)) state.outbox.push(id);
+  saveOutbox();
+  setMessageStatus(msg, "queued");
+  if (channel.send({ type: "message", id, text: msg.text })) setMessageStatus(msg, "sending");
+  updateStop();
+}
+
+function stopReplies() {
+  for (const reply of state.replies.values()) {
+    if (reply.done) continue;
+    if (!channel.send({ type: "cancel", id: reply.id })) state.cancels.add(reply.id);
+  }
+  updateStop();
+}
+
+// ---- frames from the server ----------------------------------------------------------
+
+function handleFrame(frame) {
+  switch (frame.type) {
+    case "ready":
+      return onReady(frame);
+    case "ack":
+      return onAck(frame);
+    case "message":
+      return onEcho(frame);
+    case "start": {
+      const reply = ensureReply(frame.id);
+      reply.sources = Array.isArray(frame.sources) ? frame.sources : [];
+      reply.live = true;
+      return;
+    }
+    case "token":
+      return onToken(frame);
+    case "end": {
+      const reply = ensureReply(frame.id);
+      return finishReply(reply, frame.text, frame.finish_reason, true);
+    }
+    case "error":
+      return onError(frame);
+    default:
+      return undefined;
+  }
+}
+
+function onReady(frame) {
+  if (frame.user && frame.user.email) {
+    state.email = frame.user.email;
+    $("who").textContent = state.email;
+    $("who").hidden = false;
+  }
+  // Every unfinished reply, ours or listed as pending, goes on from the last token seen.
+  const resume = new Map();
+  for (const p of frame.pending || []) resume.set(p.id, -1);
+  for (const reply of state.replies.values()) if (!reply.done) resume.set(reply.id, reply.seq);
+  for (const [id, afterSeq] of resume) {
+    const local = state.replies.get(id);
+    if ((local && local.done) || state.outbox.includes(id)) continue; // a resend brings it
+    channel.send({ type: "resume", id, after_seq: local ? local.seq : afterSeq });
+  }
+  for (const id of state.cancels) channel.send({ type: "cancel", id });
+  state.cancels.clear();
+  for (const id of state.outbox) {
+    const msg = state.messages.get(id);
+    if (msg.status === "failed") continue;
+    channel.send({ type: "message", id, text: msg.text });
+    setMessageStatus(msg, "sending");
+  }
+}
+
+function onAck(frame) {
+  const msg = state.messages.get(frame.id);
+  if (!msg) return;
+  msg.messageId = frame.message_id;
+  setMessageStatus(msg, "acked");
+  state.outbox = state.outbox.filter((x) => x !== frame.id);
+  saveOutbox();
+  ensureReply(frame.id);
+}
+
+function onEcho(frame) {
+  if (state.messages.has(frame.id)) return;
+  addUserMessage(frame.id, frame.text, "acked", frame.message_id);
+  ensureReply(frame.id);
+}
+
+function onToken(frame) {
+  const reply = ensureReply(frame.id);
+  if (reply.done || typeof frame.seq !== "number" || frame.seq <= reply.seq) return;
+  reply.seq = frame.seq;
+  reply.text += String(frame.text);
+  renderReply(reply);
+}
+
+function onError(frame) {
+  const msg = frame.id ? state.messages.get(frame.id) : null;
+  if (msg && msg.status !== "acked") {
+    // Refused before its ack: nothing was stored.
+    state.outbox = state.outbox.filter((x) => x !== frame.id);
+    saveOutbox();
+    let why = frame.message || frame.code;
+    if (frame.code === "rate_limited") {
+      why = `too many messages, try again in ${Math.ceil(frame.retry_after || 1)} s`;
+    }
+    setMessageStatus(msg, "failed", why);
+    updateStop();
+    return;
+  }
+  if (frame.code === "token_expired") {
+    refreshToken();
+    return;
+  }
+  if (frame.code === "unknown_message" && frame.id) {
+    const reply = state.replies.get(frame.id);
+    if (reply && !reply.done) finishReply(reply, reply.text, "error", false);
+  }
+  // Reply failures (upstream_error, unavailable after the ack) are followed by `end`.
+}
+
+// ---- status line ------------------------------------------------------------------------
+
+function showStatus(status, detail) {
+  const node = $("status");
+  if (status === "ready" || status === "stopped") {
+    node.hidden = true;
+    node.textContent = "";
+  } else if (status === "connecting") {
+    node.hidden = node.hidden && !node.dataset.seen; // first connect: stay quiet
+    node.textContent = "Connecting…";
+  } else if (status === "waiting") {
+    node.hidden = false;
+    node.dataset.seen = "1";
+    const s = Math.max(1, Math.round((detail?.delay || 0) / 1000));
+    node.textContent = `Connection lost. Reconnecting in ${s} s… Messages you send will go out once it is back.`;
+  } else if (status === "history-failed") {
+    node.hidden = false;
+    node.textContent = "Could not load the earlier messages.";
+  }
+  document.body.dataset.connection = status;
+}
+
+// ---- wiring ------------------------------------------------------------------------------
+
+function setOpen(open) {
+  state.open = open;
+  if (!open) return;
+  if (!$("chat").hidden) $("input").focus();
+  else if (!$("email").value) $("email").focus();
+  else $("password").focus();
+}
+
+function init() {
+  document.title = config.title;
+  $("title").textContent = config.title;
+  if (config.color) {
+    document.documentElement.style.setProperty("--accent", config.color);
+    document.documentElement.style.setProperty("--ink", ink(config.color));
+  }
+  if (config.greeting) {
+    $("auth-greeting").textContent = config.greeting;
+    $("auth-greeting").hidden = false;
+  }
+  $("close").hidden = !config.host;
+  $("close").addEventListener("click", () => toHost("close"));
+  $("logout").addEventListener("click", () => logout());
+  $("mode-login").addEventListener("click", () => setMode("login"));
+  $("mode-signup").addEventListener("click", () => setMode("signup"));
+  $("auth-form").addEventListener("submit", submitAuth);
+  $("stop").addEventListener("click", stopReplies);
+  $("verify-dismiss").addEventListener("click", () => {
+    $("verify-notice").hidden = true;
+    $("input").focus();
+  });
+
+  const input = $("input");
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = input.value.trim();
+    if (!text) return;
+    if ([...text].length > MAX_CHARS) {
+      showBanner(`A message can be at most ${MAX_CHARS} characters.`);
+      return;
+    }
+    input.value = "";
+    autosize();
+    sendText(text);
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  const autosize = () => {
+    input.style.height = "auto";
+    input.style.height = `${Math.min(input.scrollHeight + 2, 120)}px`;
+  };
+  input.addEventListener("input", autosize);
+
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && config.host) {
+      event.preventDefault();
+      toHost("close");
+    }
+  });
+  window.addEventListener("message", (event) => {
+    if (!config.host || event.origin !== config.host || event.source !== window.parent) return;
+    const msg = event.data;
+    if (!msg || msg.chatWidget !== 1) return;
+    if (msg.type === "open") setOpen(true);
+    else if (msg.type === "close") setOpen(false);
+  });
+
+  if (state.token) enterChat(false);
+  else {
+    showAuth();
+    setMode("login");
+  }
+  toHost("ready");
+}
+
+init();

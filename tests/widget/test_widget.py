@@ -1,0 +1,209 @@
+"""A visitor on a host site uses the widget served by the chat server on another origin."""
+
+from __future__ import annotations
+
+import asyncio
+
+from playwright.async_api import Page
+
+from tests.conftest import PASSWORD, unique_email
+from tests.widget.conftest import (
+    ARTIFACTS,
+    LONG_QUESTION,
+    ChatServer,
+    HostSite,
+    ask,
+    history,
+    last_reply,
+    log_in,
+    rest_token,
+    open_widget,
+    sign_up,
+    wait_reply_state,
+    widget_frame,
+)
+
+# Records, in the widget's document, every state and text length of the newest reply.
+WATCH_REPLIES = """() => {
+  window.__updates = [];
+  const log = document.getElementById("log");
+  new MutationObserver(() => {
+    const replies = log.querySelectorAll(".msg.bot[data-reply-to]");
+    const r = replies[replies.length - 1];
+    if (!r) return;
+    window.__updates.push({
+      state: r.dataset.state,
+      typing: !!r.querySelector(".typing"),
+      length: r.querySelector(".body").textContent.length,
+    });
+  }).observe(log, {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+
+
+async def test_sign_up_ask_stream_sources_and_log_out(
+    page: Page, chat_server: ChatServer, host_site: HostSite
+) -> None:
+    await page.goto(f"{host_site.origin}/index")
+    frame = await open_widget(page, chat_server)
+    email = unique_email("widget")
+    await sign_up(frame, email, PASSWORD)
+    notice = frame.locator("#verify-notice")
+    await notice.wait_for()
+    assert "verification link" in (await notice.inner_text())
+    assert email in (await frame.locator("#who").inner_text())
+
+    await frame.evaluate(WATCH_REPLIES)
+    await ask(frame, "How do I embed the widget on my site?")
+    assert await wait_reply_state(frame) == "stop"
+    updates = await frame.evaluate("() => window.__updates")
+    lengths = [u["length"] for u in updates if u["state"] == "streaming"]
+    assert len(set(lengths)) >= 5, f"the answer arrived in {len(set(lengths))} DOM updates"
+    assert lengths == sorted(lengths), "the streamed text only grows"
+    assert any(u["typing"] and u["state"] == "waiting" for u in updates), "typing indicator"
+
+    reply = last_reply(frame)
+    text = await reply.locator(".body").inner_text()
+    stored = await history(chat_server, await rest_token(chat_server, email))
+    assert [m["is_user_message"] for m in stored] == [True, False]
+    assert stored[1]["finish_reason"] == "stop"
+    assert " ".join(text.split()) == " ".join(stored[1]["message"].replace("`", "").split())
+    sources = await reply.locator(".sources li").all_inner_texts()
+    assert sources and sources[0] == stored[1]["sources"][0]["topic"]
+    announced = await frame.locator("#announcer").inner_text()
+    assert announced.startswith("Assistant: From our knowledge base")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "widget-desktop.png"))
+
+    await frame.get_by_role("button", name="Log out").click()
+    await frame.locator("#auth").wait_for()
+    assert await frame.locator(".msg").count() == 0
+    await log_in(frame, email, PASSWORD)
+    await frame.locator(".msg.bot[data-reply-to]").first.wait_for()
+    assert await frame.locator(".msg.user").count() == 1
+
+
+async def test_stop_a_long_reply(page: Page, chat_server: ChatServer, host_site: HostSite) -> None:
+    await page.goto(f"{host_site.origin}/index")
+    frame = await open_widget(page, chat_server)
+    email = unique_email("stop")
+    await sign_up(frame, email, PASSWORD)
+    await ask(frame, LONG_QUESTION)
+    await frame.locator('.msg.bot[data-state="streaming"]').wait_for()
+    stop = frame.get_by_role("button", name="Stop")
+    await stop.click()
+    assert await wait_reply_state(frame, ("cancelled",)) == "cancelled"
+    await stop.wait_for(state="hidden")
+    assert "Stopped." in await last_reply(frame).inner_text()
+    stored = await history(chat_server, await rest_token(chat_server, email))
+    assert stored[-1]["finish_reason"] == "cancelled"
+    shown = await last_reply(frame).locator(".body").inner_text()
+    assert 0 < len(stored[-1]["message"]) < 300
+    assert " ".join(shown.split()) == " ".join(stored[-1]["message"].split())
+
+
+async def test_history_after_reload(page: Page, chat_server: ChatServer, host_site: HostSite):
+    await page.goto(f"{host_site.origin}/index")
+    frame = await open_widget(page, chat_server)
+    await sign_up(frame, unique_email("reload"), PASSWORD)
+    await ask(frame, "What does HISTORY_RETENTION_DAYS do?")
+    await wait_reply_state(frame)
+    before = await last_reply(frame).locator(".body").inner_text()
+
+    await page.reload()
+    frame = await open_widget(page, chat_server)
+    await frame.locator('.msg.bot[data-state="stop"]').wait_for()
+    assert await frame.locator(".msg.user").all_inner_texts() == [
+        "What does HISTORY_RETENTION_DAYS do?"
+    ]
+    assert await last_reply(frame).locator(".body").inner_text() == before
+
+
+async def test_reply_resumes_after_a_dropped_connection(
+    page: Page, chat_server: ChatServer, host_site: HostSite
+) -> None:
+    await page.goto(f"{host_site.origin}/index")
+    frame = await open_widget(page, chat_server)
+    email = unique_email("drop")
+    await sign_up(frame, email, PASSWORD)
+    await frame.evaluate(WATCH_REPLIES)
+    await ask(frame, LONG_QUESTION)
+    await frame.locator('.msg.bot[data-state="streaming"]').wait_for()
+    chat_server.drop()
+    await frame.locator("body[data-connection=waiting]").wait_for()
+    assert "Reconnecting" in await frame.locator("#status").inner_text()
+    assert await wait_reply_state(frame) == "stop"
+    await frame.locator("body[data-connection=ready]").wait_for()
+
+    stored = await history(chat_server, await rest_token(chat_server, email))
+    assert stored[-1]["finish_reason"] == "stop"
+    shown = await last_reply(frame).locator(".body").inner_text()
+    assert " ".join(shown.split()) == " ".join(stored[-1]["message"].split())
+    lengths = [u["length"] for u in await frame.evaluate("() => window.__updates")]
+    assert lengths == sorted(lengths), "resumed where it stopped, nothing twice"
+
+
+async def test_server_restart_and_a_message_typed_while_offline(
+    page: Page, chat_server: ChatServer, host_site: HostSite
+) -> None:
+    await page.goto(f"{host_site.origin}/index")
+    frame = await open_widget(page, chat_server)
+    email = unique_email("restart")
+    await sign_up(frame, email, PASSWORD)
+    await ask(frame, LONG_QUESTION)
+    await frame.locator('.msg.bot[data-state="streaming"]').wait_for()
+
+    await chat_server.stop()
+    await frame.locator("body[data-connection=waiting]").wait_for()
+    await ask(frame, "How do I log in?")
+    queued = frame.locator('.msg.user[data-status="queued"]')
+    await queued.wait_for()
+    assert "Waiting for the connection" in await queued.inner_text()
+    await asyncio.sleep(0.5)
+    await chat_server.start()
+
+    await frame.locator('.msg.user[data-status="acked"]').nth(1).wait_for()
+    replies = frame.locator(".msg.bot[data-reply-to]")
+    await replies.nth(1).and_(frame.locator('[data-state="stop"]')).wait_for()
+    # The reply cut by the shutdown is finished too: as stored, and marked if interrupted.
+    first_state = await replies.nth(0).get_attribute("data-state")
+    assert first_state in ("stop", "error")
+
+    stored = await history(chat_server, await rest_token(chat_server, email))
+    questions = [m["message"] for m in stored if m["is_user_message"]]
+    assert questions == [LONG_QUESTION, "How do I log in?"], "sent exactly once"
+    answers = [m for m in stored if not m["is_user_message"]]
+    assert len(answers) == 2
+    assert answers[0]["finish_reason"] == first_state
+    shown = await replies.nth(0).locator(".body").inner_text()
+    assert " ".join(shown.split()) == " ".join(answers[0]["message"].split())
+    assert await frame.locator(".msg.user").count() == 2
+
+
+async def test_keyboard_only(page: Page, chat_server: ChatServer, host_site: HostSite) -> None:
+    await page.goto(f"{host_site.origin}/index")
+    await page.locator("#host-button").focus()
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Enter")
+    frame = await widget_frame(page, chat_server)
+    await frame.locator("#auth:not([hidden])").wait_for()
+    await frame.locator("#email:focus").wait_for()
+    await page.keyboard.press("Shift+Tab")
+    await page.keyboard.press("Shift+Tab")
+    await page.keyboard.press("Enter")  # "Sign up"
+    assert await frame.locator("#mode-signup").get_attribute("aria-pressed") == "true"
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(unique_email("keys"))
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
+    await frame.locator("#input:focus").wait_for()
+    await page.keyboard.type("What is ALLOWED_ORIGINS?")
+    await page.keyboard.press("Enter")
+    await wait_reply_state(frame)
+    await page.keyboard.press("Escape")
+    await frame.page.locator("[data-chat-widget] .p[hidden]").wait_for(state="attached")
+    focused = await page.evaluate(
+        "() => document.activeElement.shadowRoot?.activeElement?.getAttribute('aria-label')"
+    )
+    assert focused == "Open chat", "focus returns to the launcher"

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "knowledge_changed"
 LISTEN_WAIT_S = 10.0
 KEEPALIVE_S = 10.0
+# The listening connection's application_name, to tell it apart in pg_stat_activity.
+LISTENER_NAME = "chat-server knowledge listener"
 
 Executor = asyncpg.Pool | asyncpg.Connection
 
@@ -315,7 +317,9 @@ class LiveKnowledge:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self.dsn)
+                conn = await asyncpg.connect(
+                    self.dsn, server_settings={"application_name": LISTENER_NAME}
+                )
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)

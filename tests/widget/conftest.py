@@ -24,8 +24,8 @@ from aiohttp import web
 from playwright.async_api import Browser, Frame, Page, async_playwright
 
 from server.app import create_app
-from tests.conftest import PASSWORD
 from server.settings import DEFAULT_KNOWLEDGE, Settings
+from tests.conftest import PASSWORD
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -285,23 +285,32 @@ async def chat_server(
     await relay.close()
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """Chromium as it comes: it refuses storage to third-party frames (the widget's)."""
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def storage_browser() -> AsyncIterator[Browser]:
-    """Chromium that lets third-party frames keep (partitioned) storage."""
-    args = [*CHROMIUM_ARGS, "--disable-features=TrackingProtection3pcd"]
+@contextlib.asynccontextmanager
+async def chromium(storage: str = "refused") -> AsyncIterator[Browser]:
+    """Debian's Chromium. As it comes, it refuses storage to third-party frames (the
+    widget's); `storage="partitioned"` lets them keep partitioned storage."""
+    args = list(CHROMIUM_ARGS)
+    if storage == "partitioned":
+        args.append("--disable-features=TrackingProtection3pcd")
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as browser:
         yield browser
-        await browser.close()
+
+
+@pytest.fixture(params=["refused", "partitioned"])
+async def storage_browser(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, Browser]]:
+    """Both kinds of third-party storage: refused, and partitioned but kept."""
+    async with chromium(request.param) as browser:
+        yield request.param, browser
 
 
 async def new_page(browser: Browser, **options: Any) -> Page:
@@ -321,18 +330,6 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     page = await new_page(browser)
     yield page
     await page.context.close()
-
-
-@pytest.fixture
-def sent_frames(page: Page) -> list[dict[str, Any]]:
-    """Every frame the page's WebSockets sent (the widget's auth frame carries the token)."""
-    frames: list[dict[str, Any]] = []
-
-    def watch(ws) -> None:
-        ws.on("framesent", lambda payload: frames.append(json.loads(payload)))
-
-    page.on("websocket", watch)
-    return frames
 
 
 # ---- helpers the tests share --------------------------------------------------------
@@ -372,38 +369,50 @@ async def log_in(frame: Frame, email: str, password: str) -> None:
     await frame.locator("#chat").wait_for()
 
 
-async def ask(frame: Frame, text: str) -> None:
+async def ask(frame: Frame, text: str) -> int:
+    """Type and send `text`; returns the index of its turn (question and reply) in the log."""
+    index = await frame.locator(".turn").count()
     await frame.get_by_label("Your message").fill(text)
     await frame.get_by_label("Your message").press("Enter")
+    return index
+
+
+def reply_at(frame: Frame, index: int):
+    return frame.locator(".turn").nth(index).locator(".msg.bot")
 
 
 def last_reply(frame: Frame):
     return frame.locator(".msg.bot[data-reply-to]").last
 
 
-async def wait_reply_state(frame: Frame, states: tuple[str, ...] = ("stop",)) -> str:
-    reply = last_reply(frame)
-    selector = ", ".join(f'.msg.bot[data-reply-to][data-state="{s}"]' for s in states)
-    await frame.locator(selector).last.wait_for()
-    return await reply.get_attribute("data-state") or ""
+async def wait_reply(frame: Frame, index: int, states: tuple[str, ...] = ("stop",)) -> str:
+    """Wait until the reply of turn `index` is in one of `states`; returns its state."""
+    turn = frame.locator(".turn").nth(index)
+    selector = ", ".join(f'.msg.bot[data-state="{s}"]' for s in states)
+    await turn.locator(selector).wait_for()
+    return await turn.locator(".msg.bot").get_attribute("data-state") or ""
 
 
 async def history(server: ChatServer, token: str) -> list[dict[str, Any]]:
     """The visitor's history over REST, as the contract defines it."""
-    async with aiohttp.ClientSession() as session:
-        async with session.get(
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
             f"{server.origin}/api/v1/chat/chat-history",
             headers={"Authorization": f"Bearer {token}"},
-        ) as resp:
-            assert resp.status == 200, await resp.text()
-            return await resp.json()
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
 
 
 async def rest_token(server: ChatServer, email: str, password: str = PASSWORD) -> str:
     """The visitor's own token, from a REST login, to check what the server stored."""
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
             f"{server.origin}/api/v1/auth/login", json={"email": email, "password": password}
-        ) as resp:
-            assert resp.status == 200, await resp.text()
-            return (await resp.json())["access_token"]
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        return (await resp.json())["access_token"]

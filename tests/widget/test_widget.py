@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from playwright.async_api import Page
+from playwright.async_api import Browser, Page
 
 from tests.conftest import PASSWORD, unique_email
 from tests.widget.conftest import (
@@ -16,10 +16,11 @@ from tests.widget.conftest import (
     history,
     last_reply,
     log_in,
-    rest_token,
+    new_page,
     open_widget,
+    rest_token,
     sign_up,
-    wait_reply_state,
+    wait_reply,
     widget_frame,
 )
 
@@ -53,8 +54,8 @@ async def test_sign_up_ask_stream_sources_and_log_out(
     assert email in (await frame.locator("#who").inner_text())
 
     await frame.evaluate(WATCH_REPLIES)
-    await ask(frame, "How do I embed the widget on my site?")
-    assert await wait_reply_state(frame) == "stop"
+    turn = await ask(frame, "How do I embed the widget on my site?")
+    assert await wait_reply(frame, turn) == "stop"
     updates = await frame.evaluate("() => window.__updates")
     lengths = [u["length"] for u in updates if u["state"] == "streaming"]
     assert len(set(lengths)) >= 5, f"the answer arrived in {len(set(lengths))} DOM updates"
@@ -88,11 +89,11 @@ async def test_stop_a_long_reply(page: Page, chat_server: ChatServer, host_site:
     frame = await open_widget(page, chat_server)
     email = unique_email("stop")
     await sign_up(frame, email, PASSWORD)
-    await ask(frame, LONG_QUESTION)
+    turn = await ask(frame, LONG_QUESTION)
     await frame.locator('.msg.bot[data-state="streaming"]').wait_for()
     stop = frame.get_by_role("button", name="Stop")
     await stop.click()
-    assert await wait_reply_state(frame, ("cancelled",)) == "cancelled"
+    assert await wait_reply(frame, turn, ("cancelled",)) == "cancelled"
     await stop.wait_for(state="hidden")
     assert "Stopped." in await last_reply(frame).inner_text()
     stored = await history(chat_server, await rest_token(chat_server, email))
@@ -102,21 +103,34 @@ async def test_stop_a_long_reply(page: Page, chat_server: ChatServer, host_site:
     assert " ".join(shown.split()) == " ".join(stored[-1]["message"].split())
 
 
-async def test_history_after_reload(page: Page, chat_server: ChatServer, host_site: HostSite):
+async def test_history_after_reload(
+    storage_browser: tuple[str, Browser], chat_server: ChatServer, host_site: HostSite
+) -> None:
+    """Stays logged in where third-party storage is allowed; else logs in again. Either
+    way the conversation is back."""
+    storage, browser = storage_browser
+    page = await new_page(browser)
     await page.goto(f"{host_site.origin}/index")
     frame = await open_widget(page, chat_server)
-    await sign_up(frame, unique_email("reload"), PASSWORD)
-    await ask(frame, "What does HISTORY_RETENTION_DAYS do?")
-    await wait_reply_state(frame)
+    email = unique_email("reload")
+    await sign_up(frame, email, PASSWORD)
+    turn = await ask(frame, "What does HISTORY_RETENTION_DAYS do?")
+    await wait_reply(frame, turn)
     before = await last_reply(frame).locator(".body").inner_text()
 
     await page.reload()
     frame = await open_widget(page, chat_server)
+    if storage == "refused":
+        await frame.locator("#auth").wait_for()
+        await log_in(frame, email, PASSWORD)
+    else:
+        assert await frame.locator("#auth").is_hidden()
     await frame.locator('.msg.bot[data-state="stop"]').wait_for()
     assert await frame.locator(".msg.user").all_inner_texts() == [
         "What does HISTORY_RETENTION_DAYS do?"
     ]
     assert await last_reply(frame).locator(".body").inner_text() == before
+    await page.context.close()
 
 
 async def test_reply_resumes_after_a_dropped_connection(
@@ -127,12 +141,12 @@ async def test_reply_resumes_after_a_dropped_connection(
     email = unique_email("drop")
     await sign_up(frame, email, PASSWORD)
     await frame.evaluate(WATCH_REPLIES)
-    await ask(frame, LONG_QUESTION)
+    turn = await ask(frame, LONG_QUESTION)
     await frame.locator('.msg.bot[data-state="streaming"]').wait_for()
     chat_server.drop()
     await frame.locator("body[data-connection=waiting]").wait_for()
     assert "Reconnecting" in await frame.locator("#status").inner_text()
-    assert await wait_reply_state(frame) == "stop"
+    assert await wait_reply(frame, turn) == "stop"
     await frame.locator("body[data-connection=ready]").wait_for()
 
     stored = await history(chat_server, await rest_token(chat_server, email))
@@ -189,7 +203,6 @@ async def test_keyboard_only(page: Page, chat_server: ChatServer, host_site: Hos
     await frame.locator("#auth:not([hidden])").wait_for()
     await frame.locator("#email:focus").wait_for()
     await page.keyboard.press("Shift+Tab")
-    await page.keyboard.press("Shift+Tab")
     await page.keyboard.press("Enter")  # "Sign up"
     assert await frame.locator("#mode-signup").get_attribute("aria-pressed") == "true"
     await page.keyboard.press("Tab")
@@ -200,7 +213,7 @@ async def test_keyboard_only(page: Page, chat_server: ChatServer, host_site: Hos
     await frame.locator("#input:focus").wait_for()
     await page.keyboard.type("What is ALLOWED_ORIGINS?")
     await page.keyboard.press("Enter")
-    await wait_reply_state(frame)
+    await wait_reply(frame, 0)
     await page.keyboard.press("Escape")
     await frame.page.locator("[data-chat-widget] .p[hidden]").wait_for(state="attached")
     focused = await page.evaluate(

@@ -1,0 +1,155 @@
+"""Embedding: isolation from the host page, the allow-list, options, the JS API, phones."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from playwright.async_api import Browser, Page
+
+from tests.conftest import PASSWORD, unique_email
+from tests.widget.conftest import (
+    ARTIFACTS,
+    ChatServer,
+    HostSite,
+    ask,
+    chromium,
+    host_page,
+    new_page,
+    open_widget,
+    sign_up,
+    wait_reply,
+    widget_frame,
+)
+
+
+async def test_host_page_cannot_read_the_token(chat_server: ChatServer, host_site: HostSite):
+    """Even where the widget keeps its token in storage, the host page cannot get at it."""
+    async with chromium("partitioned") as browser:
+        page = await new_page(browser)
+        sent: list[str] = []
+        page.on("websocket", lambda ws: ws.on("framesent", lambda text: sent.append(text)))
+        await page.goto(f"{host_site.origin}/index")
+        frame = await open_widget(page, chat_server)
+        await sign_up(frame, unique_email("steal"), PASSWORD)
+        turn = await ask(frame, "How do refunds of tokens work?")
+        await wait_reply(frame, turn, ("stop", "error"))
+        token = await frame.evaluate("() => localStorage.getItem('chat-widget:token')")
+        assert token and any(token in frame_text for frame_text in sent)
+
+        stolen = await page.evaluate("() => window.__steal()")
+        assert stolen["storage"].startswith("error: SecurityError")
+        assert stolen["document"].startswith("error: TypeError")  # contentDocument is null
+        assert stolen["window"].startswith("error: SecurityError")
+        assert stolen["seen"], "the host page did get the widget's messages"
+        assert all(token not in item for item in stolen["seen"])
+        assert token not in stolen["page"] and token not in stolen["own"]
+        # The host's hostile styles did not reach the widget, and ours not the host.
+        assert await frame.locator("body").evaluate("b => getComputedStyle(b).fontFamily") != (
+            "serif"
+        )
+        size = await page.locator("[data-chat-widget] iframe").bounding_box()
+        assert size and size["width"] > 300
+        assert (
+            await page.locator("#host-button").evaluate("b => getComputedStyle(b).backgroundColor")
+            == "rgb(0, 255, 0)"
+        )
+        await page.context.close()
+
+
+async def test_a_site_not_on_the_allow_list_cannot_embed_it(
+    page: Page, chat_server: ChatServer, other_site: HostSite
+) -> None:
+    other_site.pages["index"] = host_page(chat_server.origin)
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "frame-ancestors" in m.text else None)
+    await page.goto(f"{other_site.origin}/index")
+    await page.locator("[data-chat-widget] button").click()
+    await page.locator("[data-chat-widget] iframe").wait_for()
+    for _ in range(100):
+        if refused:
+            break
+        await asyncio.sleep(0.05)
+    assert refused, "the browser refused the frame for its frame-ancestors policy"
+    widget_frames = [f for f in page.frames if f.url.startswith(chat_server.origin)]
+    for frame in widget_frames:
+        assert await frame.locator("#auth-form").count() == 0
+    # Nor may such a page open the chat WebSocket (checked without a browser).
+    async with aiohttp.ClientSession() as session:
+        try:
+            await session.ws_connect(
+                f"{chat_server.origin}/api/v1/chat/ws", origin=other_site.origin
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            assert exc.status == 403
+        else:
+            raise AssertionError("the handshake from another origin was accepted")
+
+
+async def test_options_and_javascript_api(
+    page: Page, chat_server: ChatServer, host_site: HostSite
+) -> None:
+    host_site.pages["custom"] = host_page(
+        chat_server.origin,
+        attrs='data-position="bottom-left" data-color="#0f766e" data-title="Acme support" '
+        'data-greeting="Hello from **Acme**!" data-label="Talk to Acme"',
+    )
+    await page.goto(f"{host_site.origin}/custom")
+    launcher = page.get_by_role("button", name="Talk to Acme")
+    box = await launcher.bounding_box()
+    assert box and box["x"] < 100 and box["y"] > 600, box
+
+    await page.evaluate("() => ChatWidget.open()")
+    assert await page.evaluate("() => ChatWidget.isOpen()") is True
+    frame = await widget_frame(page, chat_server)
+    await frame.locator("#auth:not([hidden])").wait_for()
+    assert await frame.locator("#title").inner_text() == "Acme support"
+    assert "Hello from **Acme**!" in await frame.locator("#auth-greeting").inner_text()
+    header = await frame.locator(".head").evaluate("h => getComputedStyle(h).backgroundColor")
+    assert header == "rgb(15, 118, 110)"
+    panel = await page.locator("[data-chat-widget] .p").bounding_box()
+    assert panel and panel["x"] < 100
+
+    await page.evaluate("() => ChatWidget.close()")
+    assert await page.locator("[data-chat-widget] .p").is_hidden()
+    await page.evaluate("() => ChatWidget.toggle()")
+    assert await page.locator("[data-chat-widget] .p").is_visible()
+    await frame.get_by_role("button", name="Close chat").click()
+    await page.locator("[data-chat-widget] .p").wait_for(state="hidden")
+    assert await page.evaluate("() => ChatWidget.isOpen()") is False
+
+    await sign_up_and_chat(page, chat_server, frame_opened_by="toggle")
+    greeting = frame.locator(".greeting-msg strong")
+    assert await greeting.inner_text() == "Acme"
+
+
+async def sign_up_and_chat(page: Page, chat_server: ChatServer, frame_opened_by: str) -> None:
+    await page.evaluate(f"() => ChatWidget.{frame_opened_by}()")
+    frame = await widget_frame(page, chat_server)
+    await sign_up(frame, unique_email("api"), PASSWORD)
+    turn = await ask(frame, "How is PURGE_CRON written?")
+    await wait_reply(frame, turn)
+
+
+async def test_phone_sized_screen(browser: Browser, chat_server: ChatServer, host_site: HostSite):
+    page = await new_page(
+        browser,
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+    )
+    await page.goto(f"{host_site.origin}/index")
+    frame = await open_widget(page, chat_server)
+    box = await page.locator("[data-chat-widget] iframe").bounding_box()
+    assert box == {"x": 0, "y": 0, "width": 390, "height": 844}
+    await sign_up(frame, unique_email("phone"), PASSWORD)
+    turn = await ask(frame, "How do I start the server?")
+    await wait_reply(frame, turn)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "widget-phone.png"))
+    scroll_width = await frame.evaluate("() => document.documentElement.scrollWidth")
+    assert scroll_width <= 390, "nothing overflows sideways"
+    await frame.get_by_role("button", name="Close chat").click()
+    await page.locator("[data-chat-widget] .p").wait_for(state="hidden")
+    await page.context.close()

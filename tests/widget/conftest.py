@@ -87,6 +87,8 @@ class Relay:
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.writers: set[asyncio.StreamWriter] = set()
+        # While muted, what the server sends is lost on the way (frames, acks …).
+        self.muted = False
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, "localhost", self.port)
@@ -105,17 +107,22 @@ class Relay:
             return
         self.writers.add(up_writer)
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(
+                self._pipe(reader, up_writer), self._pipe(up_reader, writer, downstream=True)
+            )
         finally:
             for w in (writer, up_writer):
                 w.close()
                 self.writers.discard(w)
             self.tasks.discard(task)
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, downstream=False
+    ) -> None:
         try:
             while data := await reader.read(65536):
+                if downstream and self.muted:
+                    continue
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -148,6 +155,7 @@ class ChatServer:
         self.settings = settings
         self.relay = relay
         self.origin = f"http://localhost:{relay.port}"
+        self.direct = f"http://127.0.0.1:{settings.port}"  # not through the relay
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -394,11 +402,11 @@ async def wait_reply(frame: Frame, index: int, states: tuple[str, ...] = ("stop"
 
 
 async def history(server: ChatServer, token: str) -> list[dict[str, Any]]:
-    """The visitor's history over REST, as the contract defines it."""
+    """The visitor's history over REST, as the contract defines it (past the relay)."""
     async with (
         aiohttp.ClientSession() as session,
         session.get(
-            f"{server.origin}/api/v1/chat/chat-history",
+            f"{server.direct}/api/v1/chat/chat-history",
             headers={"Authorization": f"Bearer {token}"},
         ) as resp,
     ):

@@ -153,3 +153,21 @@ async def test_phone_sized_screen(browser: Browser, chat_server: ChatServer, hos
     await frame.get_by_role("button", name="Close chat").click()
     await page.locator("[data-chat-widget] .p").wait_for(state="hidden")
     await page.context.close()
+
+
+async def test_demo_page(page: Page, chat_server: ChatServer) -> None:
+    """The server's own `/` embeds the widget with the one tag, under a strict CSP."""
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Refused" in m.text else None)
+    await page.goto(f"{chat_server.origin}/")
+    launcher = page.get_by_role("button", name="Open chat")
+    box = await launcher.bounding_box()
+    assert box and box["width"] == 56 and box["height"] == 56
+    await page.get_by_role("button", name="ChatWidget.open()").click()
+    frame = await widget_frame(page, chat_server)
+    await frame.locator("#auth:not([hidden])").wait_for()
+    assert await frame.locator("#title").inner_text() == "Chat Server help"
+    await frame.locator("#email:focus").wait_for()
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "widget-demo-login.png"))
+    assert refused == [], "nothing was blocked by the pages' Content-Security-Policy"

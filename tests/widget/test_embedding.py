@@ -10,6 +10,7 @@ from playwright.async_api import Browser, Page
 from tests.conftest import PASSWORD, unique_email
 from tests.widget.conftest import (
     ARTIFACTS,
+    LOWEST_CONTRAST,
     ChatServer,
     HostSite,
     ask,
@@ -107,6 +108,8 @@ async def test_options_and_javascript_api(
     assert "Hello from **Acme**!" in await frame.locator("#auth-greeting").inner_text()
     header = await frame.locator(".head").evaluate("h => getComputedStyle(h).backgroundColor")
     assert header == "rgb(15, 118, 110)"
+    ratio, where = await frame.evaluate(LOWEST_CONTRAST)
+    assert where and ratio >= 4.5, f"contrast {ratio:.2f} in {where} with the site's colour"
     panel = await page.locator("[data-chat-widget] .p").bounding_box()
     assert panel and panel["x"] < 100
 

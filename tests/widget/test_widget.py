@@ -11,6 +11,7 @@ from tests.widget.conftest import (
     ARTIFACTS,
     EXTRA_KNOWLEDGE,
     LONG_QUESTION,
+    LOWEST_CONTRAST,
     ChatServer,
     HostSite,
     ask,
@@ -74,6 +75,9 @@ async def test_sign_up_ask_stream_sources_and_log_out(
     assert sources and sources[0] == stored[1]["sources"][0]["topic"]
     announced = await frame.locator("#announcer").inner_text()
     assert announced.startswith("Assistant: From our knowledge base")
+
+    ratio, where = await frame.evaluate(LOWEST_CONTRAST)
+    assert where and ratio >= 4.5, f"contrast {ratio:.2f} in {where}"
 
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "widget-desktop.png"))

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from server import keys
 from server.answers import store
-from server.answers.knowledge import load_documents
+from server.answers.knowledge import Document, load_documents
 from server.answers.pipeline import AnswerPipeline, build_llm
 from server.settings import SettingsError
 
@@ -36,7 +36,7 @@ async def answers_context(app: web.Application) -> AsyncIterator[None]:
     path = settings.knowledge_path
     collection = store.collection_name(path)
 
-    def read_file() -> list:
+    def read_file() -> list[Document]:
         try:
             return load_documents(path)
         except (OSError, ValueError) as exc:
@@ -44,6 +44,13 @@ async def answers_context(app: web.Application) -> AsyncIterator[None]:
 
     if await store.seed(pool, collection, read_file, str(path)):
         log.info("knowledge base %r seeded from %s", collection, path)
+    else:
+        log.info(
+            "knowledge base %r is in the database; %s is not read again (edit the documents"
+            " with the admin API)",
+            collection,
+            path,
+        )
     snap = await store.snapshot(pool, collection)
     assert snap is not None
     llm = build_llm(

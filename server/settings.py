@@ -171,7 +171,7 @@ class Settings:
     purge_cron: str = setting("PURGE_CRON", _cron, "17 3 * * *")
     purge_batch_size: int = setting("PURGE_BATCH_SIZE", _int(1), 5000)
     require_verified_email: bool = setting("REQUIRE_VERIFIED_EMAIL", _bool, False)
-    chat_rate_per_minute: int = setting("CHAT_RATE_PER_MINUTE", _int(0), 30)
+    chat_rate_per_minute: int = setting("CHAT_RATE_PER_MINUTE", _int(0), 60)
     max_connections_per_user: int = setting("MAX_CONNECTIONS_PER_USER", _int(1), 20)
     trust_forwarded: bool = setting("TRUST_FORWARDED", _bool, False)
     ws_auth_timeout_s: float = setting("WS_AUTH_TIMEOUT_S", _float(0.1), 10.0)

@@ -81,6 +81,10 @@ async def server_process(
         "VAR_DIR": str(tmp_path / "var"),
         **env,
     }
+    # An empty DATABASE_URL or SECRET_KEY means: leave it unset (embedded mode).
+    for name in ("DATABASE_URL", "SECRET_KEY"):
+        if not full_env[name]:
+            del full_env[name]
     log = tmp_path / f"server-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

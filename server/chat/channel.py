@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 PING_EVERY_S = 25.0
 SILENT_LIMIT_S = 60.0
 MAX_BEHIND_BYTES = 1024 * 1024
-MAX_QUEUED_REPLIES = 16
+MAX_QUEUED_REPLIES = 32
 EXPIRY_WARNING_S = 30.0
 PONG = encode_bytes(Pong())
 

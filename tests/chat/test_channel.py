@@ -478,3 +478,33 @@ async def test_shutdown_stores_replies_then_closes_1001(aiohttp_client, make_set
     assert end["finish_reason"] == "error"
     row = await db.fetchrow("SELECT message FROM chat_history WHERE id = $1", end["message_id"])
     assert row["message"] == end["text"]
+
+
+async def test_a_peer_too_slow_to_read_is_closed_1013(aiohttp_client, make_settings):
+    from websockets.asyncio.client import connect as ws_connect
+    from websockets.exceptions import ConnectionClosed
+
+    slow_client = await aiohttp_client(create_app(make_settings(knowledge_path=LONG_KB)))
+    _, token, _ = await signup(slow_client)
+    ws = await connect(slow_client, token)
+    await send_message(ws, "slow", LONG_QUESTION)
+    await recv_until(ws, "end", "slow")
+    url = f"ws://{slow_client.host}:{slow_client.port}/api/v1/chat/ws"
+    # max_queue=1: this client stops reading from its socket after one frame.
+    async with ws_connect(
+        url, additional_headers={"Authorization": f"Bearer {token}"}, max_queue=1
+    ) as lazy:
+        resume = frame(type="resume", id="slow", after_seq=-1)
+        for _ in range(1500):  # about 20 MB of replayed frames, never read
+            await lazy.send(resume)
+        # Let the server fall behind before this client reads again (both share a core).
+        connections = slow_client.app[keys.CONNECTIONS]
+        for _ in range(200):
+            if any(c.closing for c in connections):
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(60):
+                while True:
+                    await lazy.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013

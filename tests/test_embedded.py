@@ -1,0 +1,36 @@
+"""No DATABASE_URL: an embedded PostgreSQL under ./var/, kept across restarts."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from tests.conftest import PASSWORD, unique_email
+from tests.processes import server_process
+
+
+@pytest.fixture
+def embedded_dir(tmp_path):
+    yield tmp_path
+    pgdata = tmp_path / "var" / "pgdata"
+    if pgdata.exists():
+        import pgserver
+
+        pgserver.get_server(pgdata, cleanup_mode="stop").cleanup()
+
+
+async def test_embedded_database_survives_a_restart(embedded_dir, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    email = unique_email()
+    credentials = {"email": email, "password": PASSWORD}
+    async with aiohttp.ClientSession() as session:
+        async with server_process(embedded_dir, "", "") as server:
+            async with session.post(server.url + "/api/v1/auth/signup", json=credentials) as r:
+                assert r.status == 201
+            assert "SECRET_KEY is not set" in server.output()
+        key = (embedded_dir / "var" / "secret_key").read_text()
+        assert len(key) >= 32 and key not in server.output()
+        async with server_process(embedded_dir, "", "") as server:
+            async with session.post(server.url + "/api/v1/auth/login", json=credentials) as r:
+                assert r.status == 200
+    assert (embedded_dir / "var" / "pgdata" / "PG_VERSION").exists()

@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from openapi_spec_validator import validate
 
 from server.answers import store
 from server.answers.admin import MAX_CONTENT_CHARS, openapi_paths
 from server.answers.setup import KNOWLEDGE
 from server.app import create_app
+from server.docs import build_openapi
 from server.settings import SettingsError
 from tests.conftest import signup, unique_email
 
@@ -438,6 +440,9 @@ async def test_reload_requests_are_coalesced(kb_client, db):
 
 def test_openapi_paths_describe_every_admin_operation() -> None:
     paths = openapi_paths()
+    merged = build_openapi("Chat Server", "1")
+    merged["paths"].update(paths)
+    validate(merged)  # a valid OpenAPI 3 document once merged into the server's
     assert set(paths[DOCS]) == {"get", "post"}
     assert set(paths[DOCS + "/{id}"]) == {"get", "put", "delete"}
     for item in paths.values():

@@ -13,6 +13,7 @@ import aiohttp_swagger3
 from aiohttp import web
 
 from server import keys
+from server.answers import admin
 from server.http import json_response
 
 ASSETS = Path(aiohttp_swagger3.__file__).parent
@@ -128,6 +129,24 @@ SCHEMAS: dict[str, Any] = {
         sources={"type": "array", "items": _ref("Source")},
     ),
     "Deleted": _obj(["deleted"], deleted=INT),
+    "PurgeRun": _obj(
+        ["started_at", "finished_at", "status", "deleted", "deleted_other"],
+        started_at=TS,
+        finished_at=TS,
+        duration_s={"type": "number"},
+        status={"type": "string", "enum": ["ok", "skipped", "error"]},
+        deleted={"type": "integer", "description": "chat_history rows"},
+        deleted_other={"type": "integer", "description": "expired verifications, rate windows"},
+        error={"type": "string", "nullable": True},
+    ),
+    "PurgeStatus": _obj(
+        ["last_run", "schedule", "retention_days"],
+        last_run={"allOf": [_ref("PurgeRun")], "nullable": True},
+        last_ok={"allOf": [_ref("PurgeRun")], "nullable": True},
+        schedule=STR,
+        next_run={**TS, "nullable": True},
+        retention_days=INT,
+    ),
     "Status": _obj(["status"], status=STR),
 }
 
@@ -243,6 +262,20 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                 },
             )
         },
+        "/api/v1/admin/purge": {
+            "get": _op(
+                "This instance's last purge run, the schedule and the retention (admins)",
+                "admin",
+                {"200": _json(_ref("PurgeStatus"), "Status"), **_errors(401, 403)},
+                security=BEARER,
+            ),
+            "post": _op(
+                "Run the purge now (admins); skipped if another instance is running it",
+                "admin",
+                {"200": _json(_ref("PurgeRun"), "The run"), **_errors(401, 403)},
+                security=BEARER,
+            ),
+        },
         "/healthz": {"get": _op("Liveness", "ops", {"200": _json(_ref("Status"), "Alive")})},
         "/readyz": {
             "get": _op(
@@ -252,6 +285,7 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
             )
         },
     }
+    paths.update(admin.openapi_paths())
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": version},

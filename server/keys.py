@@ -10,6 +10,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from server.answers.pipeline import AnswerPipeline
+    from server.answers.store import LiveKnowledge
     from server.auth.passwords import PasswordHasher
     from server.auth.tokens import TokenIssuer
     from server.chat.channel import Connections
@@ -26,6 +27,7 @@ TOKENS: web.AppKey[TokenIssuer] = web.AppKey("tokens")
 MAILER: web.AppKey[Mailer] = web.AppKey("mailer")
 HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http")
 PIPELINE: web.AppKey[AnswerPipeline] = web.AppKey("pipeline")
+KNOWLEDGE: web.AppKey[LiveKnowledge] = web.AppKey("knowledge")
 REPLIES: web.AppKey[ReplyManager] = web.AppKey("replies")
 FANOUT: web.AppKey[FanOut] = web.AppKey("fanout")
 CONNECTIONS: web.AppKey[Connections] = web.AppKey("connections")

@@ -58,7 +58,7 @@ async def chat(request: web.Request) -> web.Response:
     if reply is not None:
         await reply.done.wait()
         if reply.error_code is ErrorCode.UPSTREAM_ERROR:
-            raise APIError(502, "the language model failed to answer")
+            raise APIError(502, f"the language model failed to answer: {reply.error_message}")
         if reply.error_code is ErrorCode.UNAVAILABLE:
             raise APIError(503, "the database is unavailable", {"Retry-After": "5"})
         answer = {

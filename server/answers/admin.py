@@ -22,7 +22,6 @@ from aiohttp import web
 from server import keys
 from server.answers import store
 from server.answers.knowledge import Document
-from server.answers.setup import KNOWLEDGE
 from server.auth.views import current_user
 from server.http import APIError, check_fields, json_response, read_json
 
@@ -92,7 +91,7 @@ async def require_admin(request: web.Request) -> store.LiveKnowledge:
         raise APIError(403, "only administrators may do this")
     if not user["is_verified"]:
         raise APIError(403, "verify your email address before using the admin API")
-    return request.app[KNOWLEDGE]
+    return request.app[keys.KNOWLEDGE]
 
 
 async def _read_body(request: web.Request) -> Any:

@@ -1,7 +1,8 @@
 """The answer pipeline inside the app: the knowledge base from PostgreSQL, kept current.
 
 At start-up the collection named after ``KNOWLEDGE_PATH``'s file is seeded from
-that file if it never was, then loaded and indexed; from then on the admin API
+that file if it never was, or if the file changed since (its SHA-256 differs),
+then loaded and indexed; from then on the admin API
 (``server/answers/admin.py``) edits it and ``LiveKnowledge`` re-indexes every
 instance on each change.
 """
@@ -9,8 +10,10 @@ instance on each change.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
@@ -26,8 +29,6 @@ log = logging.getLogger(__name__)
 # between later reads): a local model may need a while to load. 30 s → 60 s by default.
 FIRST_TOKEN_TIMEOUT_FACTOR = 2.0
 
-# The collection kept current for this instance (the admin API awaits its refresh).
-KNOWLEDGE: web.AppKey[store.LiveKnowledge] = web.AppKey("knowledge")
 
 
 async def answers_context(app: web.Application) -> AsyncIterator[None]:
@@ -42,15 +43,20 @@ async def answers_context(app: web.Application) -> AsyncIterator[None]:
         except (OSError, ValueError) as exc:
             raise SettingsError(f"KNOWLEDGE_PATH: {exc}") from None
 
-    if await store.seed(pool, collection, read_file, str(path)):
-        log.info("knowledge base %r seeded from %s", collection, path)
-    else:
+    try:
+        fingerprint = hashlib.sha256(await asyncio.to_thread(Path(path).read_bytes)).hexdigest()
+    except OSError as exc:
+        raise SettingsError(f"KNOWLEDGE_PATH: {exc}") from None
+    outcome = await store.seed(pool, collection, read_file, str(path), fingerprint)
+    if outcome == "kept":
         log.info(
-            "knowledge base %r is in the database; %s is not read again (edit the documents"
+            "knowledge base %r is in the database and %s is unchanged (edit the documents"
             " with the admin API)",
             collection,
             path,
         )
+    else:
+        log.info("knowledge base %r %s from %s", collection, outcome, path)
     snap = await store.snapshot(pool, collection)
     assert snap is not None
     llm = build_llm(
@@ -65,7 +71,7 @@ async def answers_context(app: web.Application) -> AsyncIterator[None]:
     pipeline = await asyncio.to_thread(AnswerPipeline.from_documents, snap.documents, llm)
     live = store.LiveKnowledge(pool, app[keys.STATE]["dsn"], collection, pipeline, snap.version)
     app[keys.PIPELINE] = pipeline
-    app[KNOWLEDGE] = live
+    app[keys.KNOWLEDGE] = live
     log.info(
         "knowledge base %r: version %d, %d documents", collection, snap.version, len(snap.documents)
     )

@@ -58,27 +58,52 @@ _COLUMNS = "id, topic, content, updated_at"
 
 
 async def seed(
-    pool: asyncpg.Pool, collection: str, load: Callable[[], Sequence[Document]], source: str
-) -> bool:
-    """Fill ``collection`` with ``load()`` (run in a thread) unless it was ever seeded.
+    pool: asyncpg.Pool,
+    collection: str,
+    load: Callable[[], Sequence[Document]],
+    source: str,
+    fingerprint: str,
+) -> str:
+    """Fill ``collection`` from ``load()`` (run in a thread) unless it already holds the
+    file with this ``fingerprint``: 'seeded' (new), 'reseeded' (the file changed: its
+    documents replace the collection's, admin edits included) or 'kept'.
 
-    Safe when several instances start at once: the collection row is inserted with
-    ON CONFLICT DO NOTHING in the documents' transaction, so exactly one seeds and the
-    others wait for its commit. Returns whether this call seeded.
+    Safe when several instances start at once: the collection row is locked (or
+    inserted with ON CONFLICT DO NOTHING) in the documents' transaction, so exactly
+    one seeds and the others find the fingerprint already there.
     """
     async with pool.acquire() as conn:
-        if await conn.fetchval("SELECT 1 FROM knowledge_collections WHERE name = $1", collection):
-            return False
+        stored = await conn.fetchval(
+            "SELECT seeded_hash FROM knowledge_collections WHERE name = $1", collection
+        )
+        if stored == fingerprint:
+            return "kept"
         documents = await asyncio.to_thread(load)
         async with conn.transaction():
             created = await conn.fetchval(
-                "INSERT INTO knowledge_collections (name, seeded_from) VALUES ($1, $2)"
-                " ON CONFLICT DO NOTHING RETURNING true",
+                "INSERT INTO knowledge_collections (name, seeded_from, seeded_hash)"
+                " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING true",
                 collection,
                 source,
+                fingerprint,
             )
             if not created:
-                return False
+                await _lock(conn, collection)
+                stored = await conn.fetchval(
+                    "SELECT seeded_hash FROM knowledge_collections WHERE name = $1", collection
+                )
+                if stored == fingerprint:
+                    return "kept"
+                await conn.execute(
+                    "DELETE FROM knowledge_documents WHERE collection = $1", collection
+                )
+                await conn.execute(
+                    "UPDATE knowledge_collections SET seeded_from = $2, seeded_hash = $3"
+                    " WHERE name = $1",
+                    collection,
+                    source,
+                    fingerprint,
+                )
             await conn.execute(
                 "INSERT INTO knowledge_documents (collection, id, topic, content, position)"
                 " SELECT $1, d.id, d.topic, d.content, d.n"
@@ -89,7 +114,9 @@ async def seed(
                 [d.topic for d in documents],
                 [d.content for d in documents],
             )
-    return True
+            if not created:
+                await _changed(conn, collection)
+    return "seeded" if created else "reseeded"
 
 
 async def snapshot(

@@ -61,6 +61,7 @@ class Reply:
     finish_reason: str | None = None
     reply_id: int | None = None
     error_code: ErrorCode | None = None
+    error_message: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: bool = False
     # waiting (for the reply before it) → streaming → storing; only the first two
@@ -106,6 +107,7 @@ class Reply:
 
     def fail(self, code: ErrorCode, message: str) -> None:
         self.error_code = code
+        self.error_message = message
         self.emit(encode_bytes(Error(self.id, code, message)))
 
     def finish(self, reply_id: int | None, reason: str) -> None:

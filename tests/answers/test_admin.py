@@ -20,9 +20,9 @@ from aiohttp import web
 
 from server.answers import store
 from server.answers.admin import MAX_CONTENT_CHARS, openapi_paths
-from server.answers.setup import KNOWLEDGE
 from server.app import create_app
 from server.docs import build_openapi
+from server.keys import KNOWLEDGE
 from server.settings import SettingsError
 from tests.conftest import signup, unique_email
 
@@ -188,6 +188,21 @@ async def test_changes_survive_a_restart_and_emptying_never_reseeds(
     restarted = await aiohttp_client(create_app(kb_settings))
     assert await listed(restarted, admin) == []
     assert restarted.app[KNOWLEDGE].version == 1 + len(SEEDED)
+
+
+async def test_a_changed_file_reseeds_its_collection_on_restart(
+    aiohttp_client, kb_client, admin, kb_settings, kb_path
+):
+    resp = await kb_client.post(DOCS, json=SAMOVAR, headers=admin)
+    assert resp.status == 201
+    await kb_client.close()
+    replacement = [{"id": "only", "topic": "Kettles", "content": "Descale a kettle with vinegar."}]
+    kb_path.write_text(json.dumps(replacement))
+
+    restarted = await aiohttp_client(create_app(kb_settings))
+    assert await listed(restarted, admin) == replacement
+    answer = await ask(restarted, admin, "How do I descale a kettle?")
+    assert [s["id"] for s in answer["sources"]] == ["only"]
 
 
 async def test_an_unreadable_knowledge_file_stops_start_up_naming_the_setting(

@@ -1,0 +1,107 @@
+"""The ceiling: a bare aiohttp server on uvloop that answers like ours, with no database.
+
+    CEILING_TOKENS='["a ", "b"]' PORT=8100 python bench/ceiling.py
+
+`GET /ws` answers every text frame `{"type":"message","id"}` with the frames our
+server sends (`ack`, `start`, one `token` per entry of CEILING_TOKENS, `end`), built
+the cheapest way aiohttp allows; `POST /chat` answers `{"message"}` with the REST
+chat body. It checks no token and stores nothing: what is left of our server's time
+against it is the price of authentication, persistence and the reply machinery.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from datetime import UTC, datetime
+
+import orjson
+import uvloop
+from aiohttp import WSMsgType, web
+
+SOURCES = [{"id": "bench", "topic": "Benchmarks", "score": 0.9523}]
+
+
+def make_app(tokens: list[str]) -> web.Application:
+    text = "".join(tokens)
+    ids = itertools.count(1)
+
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True, compress=False, decode_text=False)
+        await ws.prepare(request)
+        await ws.send_frame(
+            b'{"type":"ready","protocol":1,"user":{"id":1,"email":"a@b.c"},"pending":[]}',
+            WSMsgType.TEXT,
+        )
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            frame = orjson.loads(msg.data)
+            cid = frame["id"]
+            qid = orjson.dumps(cid)
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            mid = next(ids)
+            await ws.send_frame(
+                orjson.dumps({"type": "ack", "id": cid, "message_id": mid, "timestamp": now}),
+                WSMsgType.TEXT,
+            )
+            await ws.send_frame(
+                orjson.dumps({"type": "start", "id": cid, "sources": SOURCES}), WSMsgType.TEXT
+            )
+            prefix = b'{"type":"token","id":' + qid + b',"seq":'
+            for seq, token in enumerate(tokens):
+                await ws.send_frame(
+                    b'%s%d,"text":%s}' % (prefix, seq, orjson.dumps(token)), WSMsgType.TEXT
+                )
+            await ws.send_frame(
+                orjson.dumps(
+                    {
+                        "type": "end",
+                        "id": cid,
+                        "message_id": next(ids),
+                        "text": text,
+                        "finish_reason": "stop",
+                    }
+                ),
+                WSMsgType.TEXT,
+            )
+        return ws
+
+    async def chat_handler(request: web.Request) -> web.Response:
+        body = await request.json(loads=orjson.loads)
+        mid = next(ids)
+        answer = {
+            "response": text,
+            "sources": SOURCES,
+            "reply_id": mid + 1,
+            "finish_reason": "stop",
+            "id": body.get("id", str(mid)),
+            "message_id": mid,
+        }
+        next(ids)
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/ws", ws_handler)
+    app.router.add_post("/chat", chat_handler)
+    app.router.add_get("/healthz", health)
+    return app
+
+
+def main() -> None:
+    tokens = orjson.loads(os.environ.get("CEILING_TOKENS", '["a ", "reply"]'))
+    web.run_app(
+        make_app(tokens),
+        host=os.environ.get("HOST", "127.0.0.1"),
+        port=int(os.environ.get("PORT", "8100")),
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop(),
+    )
+
+
+if __name__ == "__main__":
+    main()

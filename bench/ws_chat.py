@@ -1,0 +1,208 @@
+"""WebSocket chat under load, as a fraction of a bare aiohttp server measured in the same run.
+
+    python bench/ws_chat.py [--idle 1000] [--active 100] [--duration 10] [--processes 1]
+
+DATABASE_URL names the PostgreSQL server (default postgresql://root@127.0.0.1:5432/postgres);
+a throwaway database is created on it and dropped at the end. The run:
+
+1. the ceiling (bench/ceiling.py: same frames, no auth, no database) gets the same
+   connections and the same chat workload;
+2. our server (`python run_server.py`, uvloop, LLM_TOKEN_DELAY_MS=0, a 20-token answer)
+   gets `--idle` + `--active` authenticated connections opened at `--ramp` per second,
+   held, and the active ones chat (send, wait for `end`, repeat) for `--duration` s
+   after `--warmup` s;
+3. every acked message and ended reply is checked in PostgreSQL: stored exactly once.
+
+Prints messages/s, latency to `ack`, first `token` and `end` (p50/p95/p99), errors, server
+memory per connection, server and client CPU per message, and ours/ceiling ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import (
+    QUESTION,
+    Process,
+    bench_database,
+    ceiling_server,
+    chat_server,
+    insert_users,
+    machine,
+    mint_tokens,
+    raise_nofile,
+    reply_tokens,
+    sleep_until,
+    verify_stored,
+)
+from bench.loadgen import LoadGen, PhaseResult
+
+
+@dataclass
+class Run:
+    """One target's figures."""
+
+    name: str
+    held: int
+    open_failed: int
+    mem_per_conn: float  # bytes
+    phase: PhaseResult
+    server_cpu_s: float
+    hold_errors: dict[str, int]
+    stored: dict[str, int] | None = None
+
+    @property
+    def cpu_per_msg_us(self) -> float:
+        return self.server_cpu_s / max(1, self.phase.completed) * 1e6
+
+    @property
+    def client_cpu_per_msg_us(self) -> float:
+        return self.phase.client_cpu_s / max(1, self.phase.completed) * 1e6
+
+    @property
+    def errors(self) -> int:
+        return sum(self.phase.errors.values()) + sum(self.hold_errors.values()) + self.open_failed
+
+    def summary(self) -> dict[str, Any]:
+        p = self.phase
+        return {
+            "name": self.name,
+            "held": self.held,
+            "msgs_per_s": round(p.rate, 1),
+            "ack_ms": [round(p.ms("ack", q), 2) for q in (0.5, 0.95, 0.99)],
+            "first_token_ms": [round(p.ms("first", q), 2) for q in (0.5, 0.95, 0.99)],
+            "end_ms": [round(p.ms("end", q), 2) for q in (0.5, 0.95, 0.99)],
+            "server_cpu_us_per_msg": round(self.cpu_per_msg_us, 1),
+            "client_cpu_us_per_msg": round(self.client_cpu_per_msg_us, 1),
+            "mem_kb_per_conn": round(self.mem_per_conn / 1024, 1),
+            "errors": {**p.errors, **self.hold_errors, "open failed": self.open_failed},
+            "stored": self.stored,
+        }
+
+
+async def measure(
+    name: str,
+    server: Process,
+    ws_url: str,
+    users: list[tuple[int, str]],
+    args: argparse.Namespace,
+    during: Any = None,
+) -> Run:
+    """Open, hold, chat for one window; `during(window)` runs alongside the window."""
+    async with LoadGen(ws_url, users, args.active, args.processes, QUESTION) as gen:
+        await asyncio.sleep(0.5)
+        rss0 = server.rss()
+        opened = await gen.open(args.ramp)
+        await asyncio.sleep(1.0)
+        rss1 = server.rss()
+        start, window = gen.window(args.warmup, args.duration)
+        chat = asyncio.create_task(gen.chat(start, window, args.think_ms / 1000))
+        await sleep_until(window[0])
+        cpu0 = server.cpu()
+        await sleep_until(window[1])
+        cpu1 = server.cpu()
+        phase = await chat
+        hold_errors = dict(await gen.close())
+    return Run(
+        name,
+        opened.held,
+        opened.failed,
+        (rss1 - rss0) / max(1, opened.held),
+        phase,
+        cpu1 - cpu0,
+        hold_errors,
+    )
+
+
+def report(runs: list[Run], args: argparse.Namespace) -> None:
+    print(f"\n{time.strftime('%Y-%m-%d')} · {machine()}")
+    print(
+        f"{args.idle} idle + {args.active} active connections, {args.processes} client "
+        f"process(es), warm-up {args.warmup} s, window {args.duration} s, "
+        f"think {args.think_ms} ms\n"
+    )
+    print(
+        "| target | msgs/s | ack p50/p95/p99 ms | first token p50/p95/p99 ms "
+        "| end p50/p95/p99 ms | server CPU/msg | client CPU/msg | mem/conn | errors |"
+    )
+    print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |")
+    for run in runs:
+        p = run.phase
+
+        def trio(which: str, p: PhaseResult = p) -> str:
+            return " / ".join(f"{p.ms(which, q):.1f}" for q in (0.5, 0.95, 0.99))
+
+        print(
+            f"| {run.name} | {p.rate:,.0f} | {trio('ack')} | {trio('first')} | {trio('end')} "
+            f"| {run.cpu_per_msg_us:,.0f} µs | {run.client_cpu_per_msg_us:,.0f} µs "
+            f"| {run.mem_per_conn / 1024:.1f} KB | {run.errors} |"
+        )
+    if len(runs) == 2:
+        ours, ceiling = runs
+        print(
+            f"\nours / ceiling: {ours.phase.rate / max(ceiling.phase.rate, 1e-9):.0%} of the "
+            f"messages per second; the ceiling's server CPU per message is "
+            f"{ceiling.cpu_per_msg_us / max(ours.cpu_per_msg_us, 1e-9):.0%} of ours"
+        )
+    for run in runs:
+        errors = run.summary()["errors"]
+        if any(errors.values()):
+            print(f"{run.name} errors: {errors}")
+        if run.stored is not None:
+            print(f"{run.name} stored: {run.stored}")
+
+
+async def main_async(args: argparse.Namespace) -> list[Run]:
+    raise_nofile()
+    tokens = reply_tokens()
+    workdir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+    runs: list[Run] = []
+    total = args.idle + args.active
+    async with bench_database() as db_url:
+        env = {"DB_POOL_MAX": str(args.pool)}
+        async with chat_server(db_url, workdir, **env) as server:
+            rows = await insert_users(db_url, total, "x")
+            ids = [user_id for user_id, _ in rows]
+            users = list(zip(ids, mint_tokens(ids), strict=True))
+            ours = await measure("ours", server, server.ws_url, users, args)
+            ours.stored = await verify_stored(db_url, ours.phase.records)
+        runs.append(ours)
+    if not args.no_ceiling:
+        async with ceiling_server(workdir, tokens) as ceiling:
+            ws_url = ceiling.url.replace("http", "ws") + "/ws"
+            runs.append(await measure("ceiling", ceiling, ws_url, users, args))
+    report(runs, args)
+    if args.json:
+        figures = orjson.dumps([r.summary() for r in runs], option=orjson.OPT_INDENT_2)
+        await asyncio.to_thread(Path(args.json).write_bytes, figures)
+    return runs
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--idle", type=int, default=1000, help="connections held, silent")
+    parser.add_argument("--active", type=int, default=100, help="connections that chat")
+    parser.add_argument("--processes", type=int, default=1, help="client processes")
+    parser.add_argument("--ramp", type=float, default=500, help="connections opened per second")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--think-ms", type=float, default=0.0, help="pause between messages")
+    parser.add_argument("--pool", type=int, default=10, help="the server's DB_POOL_MAX")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the bare server")
+    parser.add_argument("--json", help="write the figures to this file too")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main_async(parse_args()))

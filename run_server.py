@@ -1,10 +1,19 @@
 """Start the chat server, or run one of its commands.
 
     python run_server.py            serve on HOST:PORT (default 127.0.0.1:8000)
+    WORKERS=4 python run_server.py  the same, served by 4 worker processes
     python run_server.py purge      delete history older than HISTORY_RETENTION_DAYS once
 
 Settings come from the environment and from `.env` in the working directory.
 A bad setting stops start-up with one line naming it.
+
+With WORKERS above 1 this process only supervises: it starts the embedded
+PostgreSQL (when there is no DATABASE_URL) and the secret key once, then runs
+WORKERS copies of itself that each listen on HOST:PORT with SO_REUSEPORT, so
+the kernel spreads new connections over them. They share nothing but
+PostgreSQL, like instances on several machines. SIGTERM or SIGINT is passed on
+to every worker, and the supervisor waits for their graceful shutdown; a
+worker that dies otherwise is started again.
 """
 
 from __future__ import annotations
@@ -12,11 +21,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
+import subprocess
 import sys
+import time
+from types import FrameType
 
 from dotenv import load_dotenv
 
 from server.settings import Settings, SettingsError
+
+log = logging.getLogger("run_server")
+
+RESTART_DELAY_S = 1.0
 
 
 def _settings() -> Settings:
@@ -31,11 +49,11 @@ def _settings() -> Settings:
 def _logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s",
     )
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, reuse_port: bool = False) -> None:
     from aiohttp import web
 
     from server.app import create_app
@@ -52,8 +70,79 @@ def serve(settings: Settings) -> None:
         shutdown_timeout=settings.shutdown_timeout_s + 5,
         access_log=None,
         loop=uvloop.new_event_loop() if uvloop else None,
-        reuse_port=settings.workers > 1,
+        reuse_port=reuse_port,
+        print=None if reuse_port else print,
     )
+
+
+class Supervisor:
+    """Runs `count` worker processes of this script and passes signals on to them."""
+
+    def __init__(self, count: int, env: dict[str, str], grace_s: float) -> None:
+        self.count = count
+        self.env = env
+        self.grace_s = grace_s
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.stopping: int | None = None  # the signal that asked us to stop
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which
+        # passes it on once (a second SIGINT would cut a worker's graceful shutdown).
+        proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "serve", "--worker"],
+            env=self.env,
+            start_new_session=True,
+        )
+        log.info("worker %d started", proc.pid)
+        return proc
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stopping is None:
+            self.stopping = signum
+            log.info("%s: stopping %d workers", signal.Signals(signum).name, len(self.workers))
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        self.workers = [self._spawn() for _ in range(self.count)]
+        while self.stopping is None:
+            time.sleep(0.2)
+            for i, proc in enumerate(self.workers):
+                if proc.poll() is not None and self.stopping is None:
+                    log.error("worker %d exited with %s; restarting", proc.pid, proc.returncode)
+                    time.sleep(RESTART_DELAY_S)
+                    if self.stopping is None:
+                        self.workers[i] = self._spawn()
+        deadline = time.monotonic() + self.grace_s
+        for proc in self.workers:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker %d did not stop in time; killing it", proc.pid)
+                proc.kill()
+                proc.wait()
+        failed = [p.returncode for p in self.workers if p.returncode not in (0, -signal.SIGTERM)]
+        return 1 if failed else 0
+
+
+def serve_workers(settings: Settings) -> None:
+    """WORKERS > 1: shared set-up once, then one process per worker on the same port."""
+    if settings.port == 0:
+        print("error: WORKERS above 1 needs a fixed PORT (not 0)", file=sys.stderr)
+        raise SystemExit(2)
+    env = dict(os.environ)
+    if settings.database_url is None:
+        from server.db.pool import start_embedded
+
+        env["DATABASE_URL"] = start_embedded(settings.var_dir)
+        log.info("using the embedded PostgreSQL in %s", settings.var_dir / "pgdata")
+    env["SECRET_KEY"] = settings.with_secret().secret_key
+    log.info("serving on %s:%d with %d workers", settings.host, settings.port, settings.workers)
+    supervisor = Supervisor(settings.workers, env, settings.shutdown_timeout_s + 15)
+    raise SystemExit(supervisor.run())
 
 
 def purge(settings: Settings) -> None:
@@ -65,11 +154,16 @@ def purge(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Real-time AI chat server")
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "purge"])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     settings = _settings()
     _logging(settings.log_level)
     if args.command == "purge":
         purge(settings)
+    elif args.worker:
+        serve(settings, reuse_port=True)
+    elif settings.workers > 1:
+        serve_workers(settings)
     else:
         serve(settings)
 

@@ -7,8 +7,27 @@ anywhere. `cancel` travels the other way, to the instance that generates.
 
 Events are batched: while one NOTIFY round trip is under way the next events
 gather, and consecutive tokens of one reply travel as one event. Each payload
-stays under NOTIFY's 8,000-byte limit; a message text too long for that is
-read back from its row instead.
+stays under NOTIFY's 8,000-byte limit: a message text too long for that is
+read back from its row instead, and a long run of tokens is cut in pieces.
+
+Who is there. Each instance listens on a connection named
+`chat-fanout:<instance id>`; once a second, every instance lists those names in
+`pg_stat_activity` for its database. The rules:
+
+- An instance alone publishes nothing (no NOTIFY round trip, no self-delivery):
+  only `hello` and `cancel` always go out.
+- A listener that (re)connects says `hello`. Whoever hears a `hello`, or sees
+  a new name in the list, publishes a `sync` of the replies it generates now
+  (the reply and every token so far), so an instance that appears mid-reply,
+  or one whose listener came back after missing events, mirrors those replies
+  from their start; later events continue them (mirrors skip tokens they
+  already have). What a newcomer cannot get is the `message` echo of a message
+  stored in the moment between its `hello` and the others hearing it.
+- A name gone from the list for `GONE_AFTER_S` means that instance died (its
+  process is gone and PostgreSQL closed its sessions): its mirrored replies
+  end at once with `unavailable`, and the text so far is stored as the reply
+  (`finish_reason` error), so every `end` is in the history. Mirrors that hear
+  nothing for `ORPHAN_AFTER_S` end the same way (a partitioned instance).
 """
 
 from __future__ import annotations
@@ -34,9 +53,21 @@ log = logging.getLogger(__name__)
 CHANNEL = "chat_events"
 MAX_PAYLOAD = 7900
 ORPHAN_AFTER_S = 60.0
+LISTENER_PREFIX = "chat-fanout:"
+PEER_POLL_S = 1.0
+GONE_AFTER_S = 5.0
+MAX_RECONNECT_DELAY_S = 2.0
+ALWAYS_SENT = frozenset({"hello", "cancel"})
+
+_PEERS = (
+    "SELECT substr(application_name, $1) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND application_name LIKE $2"
+)
 
 
 class FanOut:
+    """This instance's side of the fan-out: publisher, listener, mirrors, peer watch."""
+
     def __init__(
         self,
         dsn: str,
@@ -50,12 +81,16 @@ class FanOut:
         self.pool = pool
         self.replies = replies
         self.connections = connections
+        self.peers: frozenset[str] = frozenset()  # other instances' ids, as last seen
+        self.sent = 0  # NOTIFY payloads published (tests and the scaling note read it)
         self._outbox: list[dict[str, Any]] = []
         self._publisher: asyncio.Task[None] | None = None
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._listen_conn: asyncpg.Connection | None = None
         self._seen: dict[tuple[int, str], float] = {}
+        self._origin: dict[tuple[int, str], str] = {}  # mirror → the instance generating it
+        self._absent_since: dict[str, float] = {}
         self.listening = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -65,6 +100,7 @@ class FanOut:
             asyncio.create_task(self._listen_forever(), name="fanout listen"),
             asyncio.create_task(self._consume(), name="fanout consume"),
             asyncio.create_task(self._sweep_orphans(), name="fanout sweep"),
+            asyncio.create_task(self._watch_peers(), name="fanout peers"),
         ]
         try:
             await asyncio.wait_for(self.listening.wait(), 10)
@@ -146,7 +182,21 @@ class FanOut:
     def cancel(self, user_id: int, client_id: str) -> None:
         self._publish({"k": "cancel", "u": user_id, "id": client_id})
 
+    def _sync(self) -> None:
+        """Publish the replies generated here, from their start, for a newcomer to mirror."""
+        for reply in list(self.replies.active.values()):
+            if not reply.local or reply.end_frame is not None:
+                continue
+            base = {"u": reply.user_id, "id": reply.id}
+            self._publish({"k": "sync", **base, "mid": reply.message_id})
+            if reply.started:
+                self._publish({"k": "start", **base, "mid": reply.message_id, "src": reply.sources})
+                if reply.tokens:
+                    self._publish({"k": "tok", **base, "seq": 0, "t": list(reply.tokens)})
+
     def _publish(self, event: dict[str, Any]) -> None:
+        if not self.peers and event["k"] not in ALWAYS_SENT:
+            return
         self._outbox.append(event)
         if self._publisher is None or self._publisher.done():
             self._publisher = asyncio.create_task(self._flush())
@@ -159,6 +209,7 @@ class FanOut:
                 await self.pool.execute(
                     "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", CHANNEL, payloads
                 )
+                self.sent += len(payloads)
             except Exception as exc:
                 log.warning("fan-out could not publish %d events: %s", len(payloads), exc)
 
@@ -177,23 +228,60 @@ class FanOut:
         log.warning("fan-out event too large to publish: %s for %s", event["k"], event["id"])
         return []
 
+    # -- who is there ----------------------------------------------------------------------
+
+    async def _watch_peers(self) -> None:
+        while True:
+            try:
+                await self.poll_peers()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Not knowing who is there: anyone seen next time is new, and gets a sync.
+                log.debug("fan-out could not list the instances: %s", exc)
+                self.peers = frozenset()
+            await asyncio.sleep(PEER_POLL_S)
+
+    async def poll_peers(self) -> frozenset[str]:
+        """List the other instances now; sync to newcomers, end the mirrors of the gone."""
+        rows = await self.pool.fetch(_PEERS, len(LISTENER_PREFIX) + 1, LISTENER_PREFIX + "%")
+        found = frozenset(r[0] for r in rows) - {self.instance}
+        if found - self.peers:
+            self.peers = self.peers | found
+            self._sync()
+        self.peers = found
+        now = time.monotonic()
+        for origin in set(self._origin.values()):
+            if origin in found:
+                self._absent_since.pop(origin, None)
+            elif now - self._absent_since.setdefault(origin, now) >= GONE_AFTER_S:
+                log.warning("instance %s is gone: its replies end here", origin)
+                await self._end_mirrors_of(origin, "the instance generating this reply is gone")
+                self._absent_since.pop(origin, None)
+        return found
+
     # -- receiving (mirrors of replies generated elsewhere) --------------------------------
 
     async def _listen_forever(self) -> None:
-        delay = 0.5
+        delay = 0.2
         while True:
             try:
-                conn = await asyncpg.connect(self.dsn)
+                conn = await asyncpg.connect(
+                    self.dsn, server_settings={"application_name": LISTENER_PREFIX + self.instance}
+                )
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self._listen_conn = conn
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)", CHANNEL, self._prefix + '{"k":"hello"}'
+                )
                 self.listening.set()
-                delay = 0.5
+                delay = 0.2
                 while not conn.is_closed() and not lost.is_set():
                     # A cheap query now and then notices a dead server promptly.
                     try:
-                        await asyncio.wait_for(lost.wait(), 10)
+                        await asyncio.wait_for(lost.wait(), 5)
                     except TimeoutError:
                         await conn.fetchval("SELECT 1", timeout=5)
             except asyncio.CancelledError:
@@ -201,16 +289,21 @@ class FanOut:
             except Exception as exc:
                 log.warning("fan-out listener lost the database (%s); reconnecting", exc)
             self.listening.clear()
+            self.peers = frozenset()  # events were missed: everyone syncs again
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, MAX_RECONNECT_DELAY_S)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        if payload.startswith(self._prefix):
+        origin, _, body = payload.partition("|")
+        if origin == self.instance:
             return
         try:
-            self._inbox.put_nowait(orjson.loads(payload.partition("|")[2]))
+            event = orjson.loads(body)
         except orjson.JSONDecodeError:
             log.warning("fan-out ignored a malformed event")
+            return
+        event["o"] = origin
+        self._inbox.put_nowait(event)
 
     async def _consume(self) -> None:
         while True:
@@ -223,22 +316,33 @@ class FanOut:
     async def _apply(self, event: dict[str, Any]) -> None:
         from server.chat.replies import Reply
 
-        kind, user_id, client_id = event["k"], event["u"], event["id"]
+        kind = event["k"]
+        if kind == "hello":
+            self.peers = self.peers | {event["o"]}
+            self._sync()
+            return
+        user_id, client_id = event["u"], event["id"]
         key = (user_id, client_id)
         if kind == "cancel":
             self.replies.cancel(user_id, client_id)
             return
-        self._seen[key] = time.monotonic()
         mirror = self.replies.active.get(key)
-        if kind == "msg":
+        if kind in ("msg", "sync"):
+            if mirror is not None and mirror.local:
+                return
+            self._seen[key] = time.monotonic()
+            self._origin[key] = event["o"]
+            if mirror is None:
+                mirror = Reply(user_id, client_id, event["mid"], "", local=False)
+                self.replies.active[key] = mirror
+            if kind == "sync":
+                return
             text = event["text"]
             if text is None:
                 text = await self.pool.fetchval(
                     "SELECT message FROM chat_history WHERE id = $1", event["mid"]
                 )
-            if mirror is None:
-                mirror = Reply(user_id, client_id, event["mid"], text or "", local=False)
-                self.replies.active[key] = mirror
+            mirror.question = text or ""
             echo = encode_bytes(Echo(client_id, event["mid"], text or "", event["ts"]))
             for conn in self.connections.of(user_id):
                 conn.push(echo)
@@ -246,32 +350,68 @@ class FanOut:
             return
         if mirror is None or mirror.local:
             return  # began before this instance listened; resume reads the stored reply
+        self._seen[key] = time.monotonic()
         if kind == "start":
-            mirror.begin(event["src"] or [])
+            if not mirror.started:
+                mirror.begin(event["src"] or [])
         elif kind == "tok":
-            if event["seq"] == len(mirror.tokens):
-                mirror.add_tokens(event["t"])
+            # Tokens a mirror has already (a sync after live events) are skipped; a gap
+            # (events missed) waits for the sync that follows every reconnect.
+            have, seq, pieces = len(mirror.tokens), event["seq"], event["t"]
+            if mirror.started and seq <= have < seq + len(pieces):
+                mirror.add_tokens(pieces[have - seq :])
         elif kind == "err":
             mirror.fail(ErrorCode(event["code"]), event["msg"])
         elif kind == "end":
             mirror.finish(event["rid"], event["fr"])
-            self.replies.active.pop(key, None)
-            self._seen.pop(key, None)
+            self._forget(key)
+
+    def _forget(self, key: tuple[int, str]) -> None:
+        self.replies.active.pop(key, None)
+        self._seen.pop(key, None)
+        self._origin.pop(key, None)
+
+    async def _end_mirror(self, mirror: Reply, message: str) -> None:
+        """The instance generating it is gone: end it here, storing the text so far."""
+        self._forget(mirror.key)
+        if not mirror.started:
+            mirror.begin([])
+        mirror.fail(ErrorCode.UNAVAILABLE, message)
+        reply_id = None
+        try:
+            stored = await self.replies.store.add_reply(
+                mirror.user_id,
+                mirror.message_id,
+                "".join(mirror.tokens),
+                "error",
+                mirror.sources or [],
+                [len(t) for t in mirror.tokens],
+            )
+            reply_id = stored.message_id
+        except Exception as exc:
+            log.warning("reply to %s could not be stored: %s", mirror.message_id, exc)
+        mirror.finish(reply_id, "error")
+
+    async def _end_mirrors_of(self, origin: str, message: str) -> None:
+        keys = [k for k, o in self._origin.items() if o == origin]
+        for key in keys:
+            mirror = self.replies.active.get(key)
+            if mirror is None or mirror.local:
+                self._forget(key)
+            else:
+                await self._end_mirror(mirror, message)
 
     async def _sweep_orphans(self) -> None:
-        """Mirrors whose instance went silent (it died) end with an error."""
+        """Mirrors silent for long whose instance is not seen either end with an error."""
         while True:
             await asyncio.sleep(ORPHAN_AFTER_S / 4)
             cutoff = time.monotonic() - ORPHAN_AFTER_S
             for key, seen in list(self._seen.items()):
                 mirror = self.replies.active.get(key)
                 if mirror is None or mirror.local:
-                    self._seen.pop(key, None)
-                elif seen < cutoff:
-                    mirror.fail(ErrorCode.UNAVAILABLE, "the instance generating this reply is gone")
-                    mirror.finish(None, "error")
-                    self.replies.active.pop(key, None)
-                    self._seen.pop(key, None)
+                    self._forget(key)
+                elif seen < cutoff and self._origin.get(key) not in self.peers:
+                    await self._end_mirror(mirror, "the instance generating this reply is gone")
 
 
-__all__ = ["CHANNEL", "FanOut"]
+__all__ = ["CHANNEL", "LISTENER_PREFIX", "FanOut"]

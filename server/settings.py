@@ -239,7 +239,4 @@ class Settings:
 
 def env_table() -> list[tuple[str, str]]:
     """(variable, default) pairs for the README's settings table."""
-    return [
-        (f.metadata["env"], repr(f.default))
-        for f in dataclasses.fields(Settings)
-    ]
+    return [(f.metadata["env"], repr(f.default)) for f in dataclasses.fields(Settings)]

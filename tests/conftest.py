@@ -123,5 +123,9 @@ async def signup(client: TestClient, email: str | None = None, password: str = P
 @pytest.fixture
 async def user(client: TestClient) -> dict[str, Any]:
     email, token, user_id = await signup(client)
-    return {"email": email, "token": token, "id": user_id,
-            "headers": {"Authorization": f"Bearer {token}"}}
+    return {
+        "email": email,
+        "token": token,
+        "id": user_id,
+        "headers": {"Authorization": f"Bearer {token}"},
+    }

@@ -30,7 +30,9 @@ async def test_embedded_database_survives_a_restart(embedded_dir, monkeypatch):
             assert "SECRET_KEY is not set" in server.output()
         key = (embedded_dir / "var" / "secret_key").read_text()
         assert len(key) >= 32 and key not in server.output()
-        async with server_process(embedded_dir, "", "") as server:
-            async with session.post(server.url + "/api/v1/auth/login", json=credentials) as r:
-                assert r.status == 200
+        async with (
+            server_process(embedded_dir, "", "") as server,
+            session.post(server.url + "/api/v1/auth/login", json=credentials) as r,
+        ):
+            assert r.status == 200
     assert (embedded_dir / "var" / "pgdata" / "PG_VERSION").exists()

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 FIRST_TOKEN_TIMEOUT_FACTOR = 2.0
 
 
-
 async def answers_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     pool = app[keys.POOL]

@@ -131,9 +131,11 @@ async def _check_login_rate(request: web.Request, keys_limits: list[tuple[str, i
 async def login(request: web.Request) -> web.Response:
     kind, raw = await read_form_or_json(request)
     # The OAuth2 form names the email `username`; JSON clients may use either name.
-    user_field = "username" if kind == "form" or (
-        isinstance(raw, dict) and "email" not in raw and "username" in raw
-    ) else "email"
+    user_field = (
+        "username"
+        if kind == "form" or (isinstance(raw, dict) and "email" not in raw and "username" in raw)
+        else "email"
+    )
     data = check_fields(raw, {user_field: str, "password": str})
     email, password = data[user_field].strip(), data["password"]
     app = request.app

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +42,7 @@ from bench.harness import (
     insert_users,
     machine,
     mint_tokens,
+    postgres_cpu_seconds,
     raise_nofile,
     reply_tokens,
     sleep_until,
@@ -60,11 +62,16 @@ class Run:
     phase: PhaseResult
     server_cpu_s: float
     hold_errors: dict[str, int]
+    db_cpu_s: float = 0.0
     stored: dict[str, int] | None = None
 
     @property
     def cpu_per_msg_us(self) -> float:
         return self.server_cpu_s / max(1, self.phase.completed) * 1e6
+
+    @property
+    def db_cpu_per_msg_us(self) -> float:
+        return self.db_cpu_s / max(1, self.phase.completed) * 1e6
 
     @property
     def client_cpu_per_msg_us(self) -> float:
@@ -85,6 +92,7 @@ class Run:
             "end_ms": [round(p.ms("end", q), 2) for q in (0.5, 0.95, 0.99)],
             "server_cpu_us_per_msg": round(self.cpu_per_msg_us, 1),
             "client_cpu_us_per_msg": round(self.client_cpu_per_msg_us, 1),
+            "postgres_cpu_us_per_msg": round(self.db_cpu_per_msg_us, 1),
             "mem_kb_per_conn": round(self.mem_per_conn / 1024, 1),
             "errors": {**p.errors, **self.hold_errors, "open failed": self.open_failed},
             "stored": self.stored,
@@ -109,10 +117,13 @@ async def measure(
         start, window = gen.window(args.warmup, args.duration)
         chat = asyncio.create_task(gen.chat(start, window, args.think_ms / 1000))
         await sleep_until(window[0])
-        cpu0 = server.cpu()
+        cpu0, db0 = server.cpu(), await asyncio.to_thread(postgres_cpu_seconds)
+        profiler = _profile(server, args) if args.profile and name == "ours" else None
         await sleep_until(window[1])
-        cpu1 = server.cpu()
+        cpu1, db1 = server.cpu(), await asyncio.to_thread(postgres_cpu_seconds)
         phase = await chat
+        if profiler is not None:
+            await asyncio.to_thread(profiler.wait)
         hold_errors = dict(await gen.close())
     return Run(
         name,
@@ -122,6 +133,31 @@ async def measure(
         phase,
         cpu1 - cpu0,
         hold_errors,
+        db1 - db0,
+    )
+
+
+def _profile(server: Process, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """py-spy on the server for the window: collapsed stacks for reading, or a flame graph."""
+    fmt = "flamegraph" if args.profile.endswith(".svg") else "raw"
+    return subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "-p",
+            str(server.pid),
+            "-d",
+            str(int(args.duration)),
+            "-r",
+            "200",
+            "-o",
+            args.profile,
+            "-f",
+            fmt,
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -134,9 +170,10 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
     )
     print(
         "| target | msgs/s | ack p50/p95/p99 ms | first token p50/p95/p99 ms "
-        "| end p50/p95/p99 ms | server CPU/msg | client CPU/msg | mem/conn | errors |"
+        "| end p50/p95/p99 ms | server CPU/msg | PostgreSQL CPU/msg | client CPU/msg "
+        "| mem/conn | errors |"
     )
-    print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for run in runs:
         p = run.phase
 
@@ -145,7 +182,8 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
 
         print(
             f"| {run.name} | {p.rate:,.0f} | {trio('ack')} | {trio('first')} | {trio('end')} "
-            f"| {run.cpu_per_msg_us:,.0f} µs | {run.client_cpu_per_msg_us:,.0f} µs "
+            f"| {run.cpu_per_msg_us:,.0f} µs | {run.db_cpu_per_msg_us:,.0f} µs "
+            f"| {run.client_cpu_per_msg_us:,.0f} µs "
             f"| {run.mem_per_conn / 1024:.1f} KB | {run.errors} |"
         )
     if len(runs) == 2:
@@ -201,6 +239,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pool", type=int, default=10, help="the server's DB_POOL_MAX")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare server")
     parser.add_argument("--json", help="write the figures to this file too")
+    parser.add_argument("--profile", help="py-spy the server during the window into this file")
     return parser.parse_args(argv)
 
 

@@ -9,6 +9,7 @@ only after the transaction holding it has committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,11 +67,29 @@ class _NewReply:
     future: asyncio.Future[StoredReply]
 
 
-INSERT_MESSAGES = """
-INSERT INTO chat_history (user_id, message, is_user_message, client_id)
-SELECT u, m, true, c FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(u, m, c)
-ON CONFLICT (user_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
-RETURNING id, user_id, client_id, "timestamp"
+# One statement stores a whole batch, messages and replies together: outside an explicit
+# transaction it commits on its own, so an idle or a busy server pays one round trip per
+# batch. A message whose (user, client id) is stored already is skipped (a resend, or a
+# race with another instance) and looked up afterwards; a reply whose message is gone, or
+# that is stored already, likewise.
+INSERT_BATCH = """
+WITH m AS (
+    INSERT INTO chat_history (user_id, message, is_user_message, client_id)
+    SELECT u, m, true, c FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(u, m, c)
+    ON CONFLICT (user_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+    RETURNING id, user_id, client_id, NULL::bigint AS reply_to, "timestamp"
+), r AS (
+    INSERT INTO chat_history
+        (user_id, message, is_user_message, reply_to, finish_reason, sources, token_lengths)
+    SELECT t.u, t.m, false, t.r, t.f, t.s::jsonb,
+           ARRAY(SELECT jsonb_array_elements_text(t.l::jsonb)::integer)
+    FROM unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[])
+         AS t(u, m, r, f, s, l)
+    JOIN chat_history q ON q.id = t.r
+    ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING
+    RETURNING id, user_id, NULL::text AS client_id, reply_to, "timestamp"
+)
+SELECT * FROM m UNION ALL SELECT * FROM r
 """
 
 EXISTING_MESSAGES = """
@@ -78,6 +97,7 @@ SELECT id, user_id, client_id, message, "timestamp" FROM chat_history
 WHERE (user_id, client_id) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))
 """
 
+# Run after the batch's inserts, in its transaction: the batch's own rows count too.
 RECENT_COUNTS = """
 SELECT user_id, count(*) AS n,
        extract(epoch FROM min("timestamp") + make_interval(secs => $2) - now()) AS left_s
@@ -85,18 +105,6 @@ FROM chat_history
 WHERE user_id = ANY($1::bigint[]) AND is_user_message
   AND "timestamp" > now() - make_interval(secs => $2)
 GROUP BY user_id
-"""
-
-INSERT_REPLIES = """
-INSERT INTO chat_history
-    (user_id, message, is_user_message, reply_to, finish_reason, sources, token_lengths)
-SELECT t.u, t.m, false, t.r, t.f, t.s::jsonb,
-       ARRAY(SELECT jsonb_array_elements_text(t.l::jsonb)::integer)
-FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])
-     AS t(u, m, r, f, s, l)
-JOIN chat_history q ON q.id = t.r
-ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING
-RETURNING id, reply_to, "timestamp"
 """
 
 
@@ -155,132 +163,144 @@ class ChatStore:
             self._flusher = asyncio.create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
+        # One connection serves consecutive batches: no pool round trip (and reset query)
+        # per batch. A failed batch fails its callers and gives the connection back.
+        # Rows queued while the connection is given back are taken by the outer loop.
         while self._messages or self._replies:
-            messages, self._messages = self._messages[:MAX_BATCH], self._messages[MAX_BATCH:]
-            replies, self._replies = self._replies[:MAX_BATCH], self._replies[MAX_BATCH:]
+            conn: asyncpg.Connection | None = None
             try:
-                await self._commit(messages, replies)
-            except Exception as exc:
-                for item in (*messages, *replies):
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-            self.batches += 1
+                while self._messages or self._replies:
+                    messages, self._messages = (
+                        self._messages[:MAX_BATCH],
+                        self._messages[MAX_BATCH:],
+                    )
+                    replies, self._replies = self._replies[:MAX_BATCH], self._replies[MAX_BATCH:]
+                    try:
+                        if conn is None:
+                            conn = await self.pool.acquire()
+                        await self._commit(conn, messages, replies)
+                    except Exception as exc:
+                        for item in (*messages, *replies):
+                            if not item.future.done():
+                                item.future.set_exception(exc)
+                        await self._release(conn)
+                        conn = None
+                    self.batches += 1
+            finally:
+                await self._release(conn)
 
-    async def _commit(self, messages: list[_NewMessage], replies: list[_NewReply]) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            results: list[tuple[asyncio.Future[Any], Any]] = []
-            if messages:
-                results += await self._insert_messages(conn, messages)
-            if replies:
-                results += await self._insert_replies(conn, replies)
-        # Committed: only now may anyone learn of the rows.
-        for future, result in results:
-            if future.done():
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+    async def _release(self, conn: asyncpg.Connection | None) -> None:
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
 
-    async def _insert_messages(
-        self, conn: asyncpg.Connection, items: Sequence[_NewMessage]
-    ) -> list[tuple[asyncio.Future[Any], Any]]:
+    async def _commit(
+        self, conn: asyncpg.Connection, messages: list[_NewMessage], replies: list[_NewReply]
+    ) -> None:
         # The same (user, client id) twice in one batch: the later ones follow the first.
         firsts: dict[tuple[int, str], _NewMessage] = {}
-        for item in items:
+        for item in messages:
             firsts.setdefault((item.user_id, item.client_id), item)
-        outcome: dict[tuple[int, str], Any] = {}
-        await self._find_stored(conn, list(firsts.values()), firsts, outcome)
-
-        fresh = [i for k, i in firsts.items() if k not in outcome]
-        allowed = await self._within_rate(conn, fresh, outcome)
-        if allowed:
-            rows = await conn.fetch(
-                INSERT_MESSAGES,
-                [i.user_id for i in allowed],
-                [i.text for i in allowed],
-                [i.client_id for i in allowed],
-            )
-            for r in rows:
-                outcome[(r["user_id"], r["client_id"])] = StoredMessage(
-                    r["id"], r["timestamp"], True
-                )
-            # Stored by another instance between our look-up and our insert.
-            raced = [i for i in allowed if (i.user_id, i.client_id) not in outcome]
-            await self._find_stored(conn, raced, firsts, outcome)
-
-        results: list[tuple[asyncio.Future[Any], Any]] = []
-        for item in items:
-            key = (item.user_id, item.client_id)
-            result = outcome[key]
-            if item is not firsts[key] and isinstance(result, StoredMessage):
-                result = _resend(result, firsts[key].text, item.text)
-            results.append((item.future, result))
-        return results
-
-    @staticmethod
-    async def _find_stored(
-        conn: asyncpg.Connection,
-        items: Sequence[_NewMessage],
-        firsts: dict[tuple[int, str], _NewMessage],
-        outcome: dict[tuple[int, str], Any],
-    ) -> None:
-        """Record the outcome of every item whose (user, client id) is already stored."""
-        if not items:
-            return
-        rows = await conn.fetch(
-            EXISTING_MESSAGES, [i.user_id for i in items], [i.client_id for i in items]
-        )
-        for r in rows:
-            key = (r["user_id"], r["client_id"])
-            stored = StoredMessage(r["id"], r["timestamp"], True)
-            outcome[key] = _resend(stored, r["message"], firsts[key].text)
-
-    async def _within_rate(
-        self,
-        conn: asyncpg.Connection,
-        items: Sequence[_NewMessage],
-        outcome: dict[tuple[int, str], Any],
-    ) -> list[_NewMessage]:
-        """The items CHAT_RATE_PER_MINUTE allows; the others get RateLimited in `outcome`."""
-        if not self.rate_per_minute or not items:
-            return list(items)
-        users = list({i.user_id for i in items})
-        rows = await conn.fetch(RECENT_COUNTS, users, float(RATE_WINDOW_S))
-        room = {u: self.rate_per_minute for u in users}
-        wait = dict.fromkeys(users, float(RATE_WINDOW_S))
-        for r in rows:
-            room[r["user_id"]] -= r["n"]
-            wait[r["user_id"]] = max(1.0, float(r["left_s"]))
-        allowed = []
-        for item in items:
-            if room[item.user_id] > 0:
-                room[item.user_id] -= 1
-                allowed.append(item)
-            else:
-                outcome[(item.user_id, item.client_id)] = RateLimited(wait[item.user_id])
-        return allowed
-
-    async def _insert_replies(
-        self, conn: asyncpg.Connection, items: Sequence[_NewReply]
-    ) -> list[tuple[asyncio.Future[Any], Any]]:
-        rows = await conn.fetch(
-            INSERT_REPLIES,
-            [i.user_id for i in items],
-            [i.text for i in items],
-            [i.reply_to for i in items],
-            [i.finish_reason for i in items],
+        fresh = list(firsts.values())
+        args = (
+            [i.user_id for i in fresh],
+            [i.text for i in fresh],
+            [i.client_id for i in fresh],
+            [i.user_id for i in replies],
+            [i.text for i in replies],
+            [i.reply_to for i in replies],
+            [i.finish_reason for i in replies],
             # JSON text: asyncpg would read a list of lists as a 2-D array.
-            [orjson.dumps(i.sources).decode() for i in items],
-            [orjson.dumps(i.token_lengths).decode() for i in items],
+            [orjson.dumps(i.sources).decode() for i in replies],
+            [orjson.dumps(i.token_lengths).decode() for i in replies],
         )
-        stored = {r["reply_to"]: StoredReply(r["id"], r["timestamp"]) for r in rows}
-        missing = [i.reply_to for i in items if i.reply_to not in stored]
+        outcome: dict[tuple[int, str], Any] = {}
+        if self.rate_per_minute and fresh:
+            async with conn.transaction():
+                rows = await conn.fetch(INSERT_BATCH, *args)
+                await self._over_rate(conn, rows, outcome)
+        else:
+            rows = await conn.fetch(INSERT_BATCH, *args)
+        # Committed: only now may anyone learn of the rows.
+        stored_replies: dict[int, StoredReply] = {}
+        for r in rows:
+            if r["reply_to"] is not None:
+                stored_replies[r["reply_to"]] = StoredReply(r["id"], r["timestamp"])
+            else:
+                key = (r["user_id"], r["client_id"])
+                outcome.setdefault(key, StoredMessage(r["id"], r["timestamp"], True))
+        # Resends, and rows another instance stored first: read back what is stored.
+        await self._find_stored(conn, [i for k, i in firsts.items() if k not in outcome], outcome)
+        missing = [i.reply_to for i in replies if i.reply_to not in stored_replies]
         if missing:
             # Already stored (a second generation after a failover) or the message is gone.
             for r in await conn.fetch(
                 'SELECT id, reply_to, "timestamp" FROM chat_history WHERE reply_to = ANY($1)',
                 missing,
             ):
-                stored[r["reply_to"]] = StoredReply(r["id"], r["timestamp"])
-        return [(i.future, stored.get(i.reply_to, StoredReply(None, None))) for i in items]
+                stored_replies[r["reply_to"]] = StoredReply(r["id"], r["timestamp"])
+
+        for item in messages:
+            key = (item.user_id, item.client_id)
+            result = outcome.get(key) or RuntimeError("the message was not stored")
+            first = firsts[key]
+            if item is not first and isinstance(result, StoredMessage):
+                result = _resend(result, first.text, item.text)
+            _settle(item.future, result)
+        for reply in replies:
+            _settle(reply.future, stored_replies.get(reply.reply_to, StoredReply(None, None)))
+
+    @staticmethod
+    async def _find_stored(
+        conn: asyncpg.Connection,
+        items: Sequence[_NewMessage],
+        outcome: dict[tuple[int, str], Any],
+    ) -> None:
+        """Record the outcome of every item whose (user, client id) is already stored."""
+        if not items:
+            return
+        texts = {(i.user_id, i.client_id): i.text for i in items}
+        rows = await conn.fetch(EXISTING_MESSAGES, [k[0] for k in texts], [k[1] for k in texts])
+        for r in rows:
+            key = (r["user_id"], r["client_id"])
+            stored = StoredMessage(r["id"], r["timestamp"], True)
+            outcome[key] = _resend(stored, r["message"], texts[key])
+
+    async def _over_rate(
+        self,
+        conn: asyncpg.Connection,
+        rows: Sequence[asyncpg.Record],
+        outcome: dict[tuple[int, str], Any],
+    ) -> None:
+        """Take back, before the commit, the batch's messages over CHAT_RATE_PER_MINUTE.
+
+        Counted after the insert, so the batch's own rows count and the newest are taken
+        back; resends were not inserted, so they never count.
+        """
+        inserted: dict[int, list[asyncpg.Record]] = {}  # user → rows inserted now, in order
+        for r in rows:
+            if r["reply_to"] is None:
+                inserted.setdefault(r["user_id"], []).append(r)
+        if not inserted:
+            return
+        counts = await conn.fetch(RECENT_COUNTS, list(inserted), float(RATE_WINDOW_S))
+        refused: list[int] = []
+        for c in counts:
+            mine = inserted[c["user_id"]]
+            excess = min(c["n"] - self.rate_per_minute, len(mine))
+            if excess > 0:
+                wait = max(1.0, float(c["left_s"]))
+                for r in sorted(mine, key=lambda r: r["id"])[-excess:]:
+                    refused.append(r["id"])
+                    outcome[(r["user_id"], r["client_id"])] = RateLimited(wait)
+        if refused:
+            await conn.execute("DELETE FROM chat_history WHERE id = ANY($1::bigint[])", refused)
+
+
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

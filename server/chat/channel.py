@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 import uuid
 from collections import deque
@@ -59,17 +60,43 @@ log = logging.getLogger(__name__)
 PING_EVERY_S = 25.0
 SILENT_LIMIT_S = 60.0
 MAX_BEHIND_BYTES = 1024 * 1024
+WRITE_HIGH_WATER = 64 * 1024
+WRITE_WAIT_S = 0.01
 MAX_QUEUED_REPLIES = 32
 EXPIRY_WARNING_S = 30.0
 PONG = encode_bytes(Pong())
 
 
-class Connection:
-    """One authenticated WebSocket: its outgoing buffer and what it has asked for."""
+def text_frame_header(size: int) -> bytes:
+    """The header of an unmasked, final WebSocket text frame of `size` bytes (RFC 6455 5.2)."""
+    if size < 126:
+        return _HEADER_1(0x81, size)
+    if size < 65536:
+        return _HEADER_2(0x81, 126, size)
+    return _HEADER_3(0x81, 127, size)
 
-    def __init__(self, ws: web.WebSocketResponse, user_id: int) -> None:
+
+_HEADER_1 = struct.Struct("!BB").pack
+_HEADER_2 = struct.Struct("!BBH").pack
+_HEADER_3 = struct.Struct("!BBQ").pack
+
+
+class Connection:
+    """One authenticated WebSocket: its outgoing buffer and what it has asked for.
+
+    Frames pushed in one turn of the event loop leave in one `transport.write` (a reply's
+    `start`, tokens and `end` are usually pushed together): one system call instead of
+    one a frame. Writing to the transport ourselves is safe because every text frame goes
+    this way, unmasked and uncompressed (`compress=False`), and aiohttp writes its own
+    control frames (ping, pong, close) whole and at once too.
+    """
+
+    def __init__(
+        self, ws: web.WebSocketResponse, user_id: int, transport: asyncio.Transport | None
+    ) -> None:
         self.ws = ws
         self.user_id = user_id
+        self.transport = transport
         self._buffer: deque[bytes] = deque()
         self._behind = 0
         self._writer: asyncio.Task[None] | None = None
@@ -93,12 +120,24 @@ class Connection:
             self._writer = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
-        ws, buffer = self.ws, self._buffer
+        buffer, transport = self._buffer, self.transport
         try:
             while buffer:
-                frame = buffer.popleft()
-                self._behind -= len(frame)
-                await ws.send_frame(frame, WSMsgType.TEXT)
+                if self.ws.closed or transport is None or transport.is_closing():
+                    raise ConnectionResetError("the connection is closing")
+                # Above the transport's high-water mark the peer is slow: wait for it
+                # (our buffer grows meanwhile, up to MAX_BEHIND_BYTES).
+                if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                    await asyncio.sleep(WRITE_WAIT_S)
+                    continue
+                parts = []
+                while buffer:
+                    frame = buffer.popleft()
+                    parts.append(text_frame_header(len(frame)))
+                    parts.append(frame)
+                self._behind = 0
+                transport.write(b"".join(parts))
+                await asyncio.sleep(0)
         except (ConnectionError, RuntimeError):
             self.closing = True
             buffer.clear()
@@ -201,7 +240,7 @@ async def chat_ws(request: web.Request) -> web.StreamResponse:
         claims = await _first_frame_auth(app, ws)
         if claims is None:
             return ws
-    await Session(app, ws, claims).run()
+    await Session(app, ws, claims, request.transport).run()
     return ws
 
 
@@ -236,7 +275,13 @@ async def _first_frame_auth(app: web.Application, ws: web.WebSocketResponse) -> 
 class Session:
     """An authenticated connection's frame handling."""
 
-    def __init__(self, app: web.Application, ws: web.WebSocketResponse, claims: Claims) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        ws: web.WebSocketResponse,
+        claims: Claims,
+        transport: asyncio.Transport | None,
+    ) -> None:
         self.app = app
         self.ws = ws
         self.claims = claims
@@ -245,7 +290,7 @@ class Session:
         self.store = app[keys.REPLIES].store
         self.connections = app[keys.CONNECTIONS]
         self.fanout = app[keys.FANOUT]
-        self.conn = Connection(ws, claims.user_id)
+        self.conn = Connection(ws, claims.user_id, transport)
         self._timers: list[asyncio.Task[None]] = []
 
     async def run(self) -> None:

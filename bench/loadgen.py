@@ -116,6 +116,7 @@ class _Client:
         self.user_id = user_id
         self.ws = ws
         self.pending: dict[str, _Pending] = {}
+        self.echoes: set[str] = set()
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -127,7 +128,12 @@ class _Client:
             kind = frame["type"]
             p = self.pending.get(frame.get("id"))  # type: ignore[arg-type]
             if p is None:
-                if kind == "error":
+                if kind == "message":  # sent from another connection of this user
+                    self.echoes.add(frame["id"])
+                elif frame.get("id") in self.echoes:
+                    if kind == "end":
+                        self.echoes.discard(frame["id"])
+                elif kind == "error":
                     errors[f"error {frame.get('code')}"] += 1
                 elif kind not in ("pong", "ready"):
                     errors[f"unexpected {kind}"] += 1
@@ -179,6 +185,7 @@ class _Worker:
         self.clients: list[_Client] = []
         self.errors: Counter[str] = Counter()
         self.closing = False
+        self.phases = 0  # client ids never repeat across phases
         self.session: aiohttp.ClientSession | None = None
 
     async def open(self, ramp_per_s: float) -> dict[str, Any]:
@@ -212,17 +219,19 @@ class _Worker:
         self, start: float, window: tuple[float, float], think_s: float, question: str
     ) -> dict[str, Any]:
         self.errors.clear()
+        self.phases += 1
         out: dict[str, Any] = {"completed": 0, "ack": [], "first": [], "end": [], "sent": 0}
         records: list[tuple[Any, ...]] = []
         lo, hi = window
         loop = asyncio.get_running_loop()
+        prefix = f"{self.prefix}-{self.phases}"
 
         async def converse(n: int, client: _Client) -> None:
             await asyncio.sleep(max(0.0, start - time.monotonic()) + n * 0.0005)
             k = 0
             while time.monotonic() < hi and not client.ws.closed:
                 k += 1
-                cid = f"{self.prefix}-{n}-{k}"
+                cid = f"{prefix}-{n}-{k}"
                 p = _Pending(cid, loop.create_future())
                 client.pending[cid] = p
                 out["sent"] += 1
@@ -264,6 +273,8 @@ class _Worker:
         self, url: str, start: float, window: tuple[float, float], loops: int, question: str
     ) -> dict[str, Any]:
         self.errors.clear()
+        self.phases += 1
+        prefix = f"{self.prefix}-{self.phases}"
         out: dict[str, Any] = {"completed": 0, "ack": [], "first": [], "end": [], "sent": 0}
         records: list[tuple[Any, ...]] = []
         lo, hi = window
@@ -277,7 +288,7 @@ class _Worker:
                 k = 0
                 while time.monotonic() < hi:
                     k += 1
-                    cid = f"{self.prefix}-r{n}-{k}"
+                    cid = f"{prefix}-r{n}-{k}"
                     body = orjson.dumps({"message": question, "id": cid})
                     sent = time.monotonic()
                     out["sent"] += 1

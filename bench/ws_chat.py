@@ -29,11 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (
+    PASSWORD,
     QUESTION,
     Process,
     bench_database,
@@ -42,6 +44,8 @@ from bench.harness import (
     insert_users,
     machine,
     mint_tokens,
+    password_hash,
+    percentile,
     postgres_cpu_seconds,
     raise_nofile,
     reply_tokens,
@@ -64,6 +68,8 @@ class Run:
     hold_errors: dict[str, int]
     db_cpu_s: float = 0.0
     stored: dict[str, int] | None = None
+    storm: PhaseResult | None = None  # the same chat during a login storm
+    logins: list[float] | None = None  # login latencies in the storm, seconds
 
     @property
     def cpu_per_msg_us(self) -> float:
@@ -105,9 +111,9 @@ async def measure(
     ws_url: str,
     users: list[tuple[int, str]],
     args: argparse.Namespace,
-    during: Any = None,
+    emails: list[str] | None = None,
 ) -> Run:
-    """Open, hold, chat for one window; `during(window)` runs alongside the window."""
+    """Open, hold, chat for one window; with `--login-storm`, a second window with logins."""
     async with LoadGen(ws_url, users, args.active, args.processes, QUESTION) as gen:
         await asyncio.sleep(0.5)
         rss0 = server.rss()
@@ -124,8 +130,14 @@ async def measure(
         phase = await chat
         if profiler is not None:
             await asyncio.to_thread(profiler.wait)
+        storm = logins = None
+        if args.login_storm and emails:
+            start, window = gen.window(args.warmup, args.duration)
+            chat = asyncio.create_task(gen.chat(start, window, args.think_ms / 1000))
+            logins = await login_storm(server.url, emails, args.login_storm, start, window)
+            storm = await chat
         hold_errors = dict(await gen.close())
-    return Run(
+    run = Run(
         name,
         opened.held,
         opened.failed,
@@ -135,6 +147,32 @@ async def measure(
         hold_errors,
         db1 - db0,
     )
+    run.storm, run.logins = storm, logins
+    return run
+
+
+async def login_storm(
+    url: str, emails: list[str], concurrency: int, start: float, window: tuple[float, float]
+) -> list[float]:
+    """`concurrency` loops logging in (bcrypt at the server's cost) through the window."""
+    latencies: list[float] = []
+
+    async def loop(email: str) -> None:
+        await sleep_until(start)
+        while time.monotonic() < window[1]:
+            began = time.monotonic()
+            async with http.post(
+                url + "/api/v1/auth/login", json={"email": email, "password": PASSWORD}
+            ) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"login answered {resp.status}")
+            if began >= window[0]:
+                latencies.append(time.monotonic() - began)
+
+    async with aiohttp.ClientSession() as http:
+        await asyncio.gather(*(loop(email) for email in emails[:concurrency]))
+    return latencies
 
 
 def _profile(server: Process, args: argparse.Namespace) -> subprocess.Popen[bytes]:
@@ -194,6 +232,18 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
             f"{ceiling.cpu_per_msg_us / max(ours.cpu_per_msg_us, 1e-9):.0%} of ours"
         )
     for run in runs:
+        if run.storm is not None and run.logins is not None:
+            quiet, storm = run.phase, run.storm
+            print(
+                f"\n{run.name}, login storm ({args.login_storm} concurrent logins, "
+                f"{len(run.logins) / args.duration:.1f} logins/s, login p50 "
+                f"{percentile(run.logins, 0.5) * 1000:.0f} ms):"
+            )
+            for which in ("ack", "first", "end"):
+                q, s_ = quiet.ms(which, 0.99), storm.ms(which, 0.99)
+                print(f"  chat {which} p99: {q:.1f} ms quiet, {s_:.1f} ms in the storm", end="")
+                print(f" ({s_ - q:+.1f} ms)")
+            print(f"  chat msgs/s: {quiet.rate:,.0f} quiet, {storm.rate:,.0f} in the storm")
         errors = run.summary()["errors"]
         if any(errors.values()):
             print(f"{run.name} errors: {errors}")
@@ -210,11 +260,14 @@ async def main_async(args: argparse.Namespace) -> list[Run]:
     async with bench_database() as db_url:
         env = {"DB_POOL_MAX": str(args.pool)}
         async with chat_server(db_url, workdir, **env) as server:
-            rows = await insert_users(db_url, total, "x")
+            hashed = password_hash(12) if args.login_storm else "x"
+            rows = await insert_users(db_url, total, hashed)
+            emails = [email for _, email in rows]
             ids = [user_id for user_id, _ in rows]
             users = list(zip(ids, mint_tokens(ids), strict=True))
-            ours = await measure("ours", server, server.ws_url, users, args)
-            ours.stored = await verify_stored(db_url, ours.phase.records)
+            ours = await measure("ours", server, server.ws_url, users, args, emails)
+            records = ours.phase.records + (ours.storm.records if ours.storm else [])
+            ours.stored = await verify_stored(db_url, records)
         runs.append(ours)
     if not args.no_ceiling:
         async with ceiling_server(workdir, tokens) as ceiling:
@@ -238,6 +291,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--think-ms", type=float, default=0.0, help="pause between messages")
     parser.add_argument("--pool", type=int, default=10, help="the server's DB_POOL_MAX")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare server")
+    parser.add_argument("--login-storm", type=int, default=0, help="concurrent logins, window 2")
     parser.add_argument("--json", help="write the figures to this file too")
     parser.add_argument("--profile", help="py-spy the server during the window into this file")
     return parser.parse_args(argv)

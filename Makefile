@@ -1,7 +1,7 @@
 # The two commands of the README's quick start, and a few helpers.
 PYTHON ?= python3
 
-.PHONY: serve test install browser lint bench
+.PHONY: serve test install browser lint checks
 
 ## Install the server and start it on HOST:PORT (default http://127.0.0.1:8000).
 serve: install
@@ -19,6 +19,14 @@ install:
 browser:
 	@command -v chromium >/dev/null 2>&1 || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+# Scripted checks of a deployment: SIGKILL failover behind Debian's nginx, and a
+# 10-second database outage (on a private PostgreSQL).
+checks:
+	@command -v nginx >/dev/null 2>&1 || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx)
+	$(PYTHON) scripts/check_failover.py
+	$(PYTHON) scripts/check_db_outage.py
 
 lint:
 	$(PYTHON) -m ruff check .

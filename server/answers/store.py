@@ -25,6 +25,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from server.db.listen import Listener
+
 from .knowledge import Document
 from .pipeline import AnswerPipeline
 
@@ -265,16 +267,26 @@ class LiveKnowledge:
         self.pipeline = pipeline
         self.version = version
         self.rebuilds = 0
-        self.listening = asyncio.Event()
         self._next: asyncio.Future[int] | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._listen = Listener(
+            dsn,
+            CHANNEL,
+            self._on_notify,
+            application_name=LISTENER_NAME,
+            # Changes committed while nobody listened (before start, or while the
+            # connection was down) announce themselves only through the version.
+            on_connect=self._caught_up,
+            keepalive_s=KEEPALIVE_S,
+            max_delay_s=5.0,
+        )
+        self.listening = self._listen.listening
         self._listener: asyncio.Task[None] | None = None
-        self._conn: asyncpg.Connection | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._listener = asyncio.create_task(self._listen_forever(), name="knowledge listen")
+        self._listener = asyncio.create_task(self._listen.run(), name="knowledge listen")
         try:
             await asyncio.wait_for(self.listening.wait(), LISTEN_WAIT_S)
         except TimeoutError:
@@ -288,8 +300,7 @@ class LiveKnowledge:
         if self._next is not None:
             self._next.cancel()
             self._next = None
-        if self._conn is not None and not self._conn.is_closed():
-            await self._conn.close(timeout=5)
+        await self._listen.close()
 
     # -- reloading -------------------------------------------------------------------------
 
@@ -339,38 +350,8 @@ class LiveKnowledge:
 
     # -- listening -------------------------------------------------------------------------
 
-    async def _listen_forever(self) -> None:
-        delay = 0.5
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(
-                    self.dsn, server_settings={"application_name": LISTENER_NAME}
-                )
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(CHANNEL, self._on_notify)
-                self._conn = conn
-                self.listening.set()
-                delay = 0.5
-                # Changes committed while nobody listened (before start, or while the
-                # connection was down) announce themselves only through the version.
-                self.refresh()
-                while not lost.is_set():
-                    try:
-                        await asyncio.wait_for(lost.wait(), KEEPALIVE_S)
-                    except TimeoutError:
-                        await conn.fetchval("SELECT 1", timeout=5)
-                log.warning("knowledge listener lost the database; reconnecting")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("knowledge listener lost the database (%s); reconnecting", exc)
-            self.listening.clear()
-            if conn is not None and not conn.is_closed():
-                conn.terminate()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    async def _caught_up(self, _conn: asyncpg.Connection) -> None:
+        self.refresh()
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:

@@ -43,6 +43,7 @@ import asyncpg
 import orjson
 
 from protocol import Echo, ErrorCode, encode_bytes, format_timestamp
+from server.db.listen import Listener
 
 if TYPE_CHECKING:
     from server.chat.channel import Connections
@@ -87,17 +88,25 @@ class FanOut:
         self._publisher: asyncio.Task[None] | None = None
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._listen_conn: asyncpg.Connection | None = None
+        self._listen = Listener(
+            dsn,
+            CHANNEL,
+            self._on_notify,
+            application_name=LISTENER_PREFIX + self.instance,
+            on_connect=self._say_hello,
+            on_lost=self._forget_peers,
+            max_delay_s=MAX_RECONNECT_DELAY_S,
+        )
         self._seen: dict[tuple[int, str], float] = {}
         self._origin: dict[tuple[int, str], str] = {}  # mirror → the instance generating it
         self._absent_since: dict[str, float] = {}
-        self.listening = asyncio.Event()
+        self.listening = self._listen.listening
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._listen_forever(), name="fanout listen"),
+            asyncio.create_task(self._listen.run(), name="fanout listen"),
             asyncio.create_task(self._consume(), name="fanout consume"),
             asyncio.create_task(self._sweep_orphans(), name="fanout sweep"),
             asyncio.create_task(self._watch_peers(), name="fanout peers"),
@@ -113,8 +122,7 @@ class FanOut:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._listen_conn is not None and not self._listen_conn.is_closed():
-            await self._listen_conn.close(timeout=5)
+        await self._listen.close()
 
     # -- publishing (events of replies generated here) -------------------------------------
 
@@ -262,36 +270,12 @@ class FanOut:
 
     # -- receiving (mirrors of replies generated elsewhere) --------------------------------
 
-    async def _listen_forever(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                conn = await asyncpg.connect(
-                    self.dsn, server_settings={"application_name": LISTENER_PREFIX + self.instance}
-                )
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(CHANNEL, self._on_notify)
-                self._listen_conn = conn
-                await conn.execute(
-                    "SELECT pg_notify($1, $2)", CHANNEL, self._prefix + '{"k":"hello"}'
-                )
-                self.listening.set()
-                delay = 0.2
-                while not conn.is_closed() and not lost.is_set():
-                    # A cheap query now and then notices a dead server promptly.
-                    try:
-                        await asyncio.wait_for(lost.wait(), 5)
-                    except TimeoutError:
-                        await conn.fetchval("SELECT 1", timeout=5)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("fan-out listener lost the database (%s); reconnecting", exc)
-            self.listening.clear()
-            self.peers = frozenset()  # events were missed: everyone syncs again
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_RECONNECT_DELAY_S)
+    async def _say_hello(self, conn: asyncpg.Connection) -> None:
+        """A (re)connected listener announces itself: the others sync their replies to it."""
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, self._prefix + '{"k":"hello"}')
+
+    def _forget_peers(self) -> None:
+        self.peers = frozenset()  # events were missed: everyone syncs again
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         origin, _, body = payload.partition("|")

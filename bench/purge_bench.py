@@ -33,12 +33,12 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 from aiohttp import web
-from yarl import URL
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from server import keys
 from server.app import create_app
+from server.db import scratch
 from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,33 +55,6 @@ class Traffic:
 
     def between(self, start: float, end: float) -> list[float]:
         return [lat for t, lat in self.samples if start <= t < end]
-
-
-def admin_url() -> str:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    from server.db.pool import start_embedded
-
-    return start_embedded(ROOT / "var" / "bench")
-
-
-async def create_database(admin: str) -> str:
-    name = f"chat_bench_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return str(URL(admin).with_path(f"/{name}"))
-
-
-async def drop_database(admin: str, url: str) -> None:
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{URL(url).path.lstrip("/")}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def signup(http: aiohttp.ClientSession, base: str) -> tuple[int, str]:
@@ -228,12 +201,12 @@ def main() -> None:
     args = parser.parse_args()
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs")
 
-    admin = admin_url()
-    url = asyncio.run(create_database(admin))
+    admin = scratch.admin_url(ROOT / "var" / "bench")
+    url = asyncio.run(scratch.create_database(admin, "chat_bench"))
     try:
         asyncio.run(bench(url, args.rows, args.clients, args.warmup))
     finally:
-        asyncio.run(drop_database(admin, url))
+        asyncio.run(scratch.drop_database(admin, url))
 
 
 if __name__ == "__main__":

@@ -33,8 +33,6 @@ from checks import (
     ROOT,
     SECRET,
     ChatUser,
-    drop_database,
-    fresh_database,
     say,
     signup,
     start_private_postgres,
@@ -42,6 +40,7 @@ from checks import (
     stored_reply_ids,
 )
 
+from server.db import scratch
 from tests.processes import free_port, server_process
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -93,7 +92,7 @@ async def wait_for(url: str, within_s: float = 20) -> None:
 async def check(args: argparse.Namespace, tmp: Path) -> list[str]:
     admin_url = os.environ.get("DATABASE_URL")
     if admin_url:
-        dsn = await fresh_database(admin_url)
+        dsn = await scratch.create_database(admin_url, "chat_check")
     else:
         dsn = await asyncio.to_thread(start_private_postgres, tmp / "pg")
     failures: list[str] = []
@@ -125,7 +124,7 @@ async def check(args: argparse.Namespace, tmp: Path) -> list[str]:
                     failures.append(f"nginx exited with {nginx.returncode}: {errors[-500:]}")
     finally:
         if admin_url:
-            await drop_database(admin_url, dsn)
+            await scratch.drop_database(admin_url, dsn)
     return failures
 
 

@@ -69,29 +69,6 @@ def stop_private_postgres(var_dir: Path) -> None:
     )
 
 
-async def fresh_database(admin_url: str) -> str:
-    """A new database on `admin_url`'s server, for this check alone."""
-    from yarl import URL
-
-    name = f"chat_check_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return str(URL(admin_url).with_path(f"/{name}"))
-
-
-async def drop_database(admin_url: str, url: str) -> None:
-    from yarl import URL
-
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{URL(url).path.lstrip("/")}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 # -- clients --------------------------------------------------------------------------------
 
 

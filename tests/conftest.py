@@ -2,14 +2,13 @@
 
 With DATABASE_URL set, a fresh database is created on that server for the session
 and dropped at the end; without it, an embedded PostgreSQL (pgserver) under
-`var/test-pgdata` is used the same way. Every test gets users of its own, so
+`var/test` is used the same way. Every test gets users of its own, so
 tests never see each other's rows.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -18,9 +17,9 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
-from yarl import URL
 
 from server.app import create_app
+from server.db import scratch
 from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,45 +27,17 @@ TEST_SECRET = "test-secret-key-that-is-long-enough-for-every-hmac-0123456789abcd
 PASSWORD = "correct horse battery"
 
 
-def _admin_url() -> str:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    from server.db.pool import start_embedded
-
-    return start_embedded(ROOT / "var" / "test")
-
-
-async def _create_database(admin_url: str) -> str:
-    name = f"chat_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return str(URL(admin_url).with_path(f"/{name}"))
-
-
-async def _drop_database(admin_url: str, url: str) -> None:
-    name = URL(url).path.lstrip("/")
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 def admin_database_url() -> str:
-    return _admin_url()
+    return scratch.admin_url(ROOT / "var" / "test")
 
 
 @pytest.fixture(scope="session")
 def database_url(admin_database_url: str) -> Iterator[str]:
     """A fresh database for this test session, dropped afterwards."""
-    url = asyncio.run(_create_database(admin_database_url))
+    url = asyncio.run(scratch.create_database(admin_database_url, "chat_test"))
     yield url
-    asyncio.run(_drop_database(admin_database_url, url))
+    asyncio.run(scratch.drop_database(admin_database_url, url))
 
 
 @pytest.fixture

@@ -231,7 +231,7 @@ async def chat_ws(request: web.Request) -> web.StreamResponse:
 
     ws = web.WebSocketResponse(
         autoping=False,
-        max_msg_size=MAX_FRAME_BYTES,
+        max_msg_size=MAX_FRAME_BYTES + 1,  # aiohttp refuses sizes >= the limit; 64 KiB is allowed
         compress=False,
         decode_text=False,
     )

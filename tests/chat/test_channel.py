@@ -208,6 +208,13 @@ async def test_frame_over_64_kib_closes_1009(client, user, ws_connect):
     assert msg.type == WSMsgType.CLOSE and msg.data == 1009
 
 
+async def test_a_frame_of_exactly_64_kib_is_read(client, user, ws_connect):
+    ws = await ws_connect(user["token"])
+    head = '{"type":"ping","pad":"'
+    await ws.send_str(head + "x" * (64 * 1024 - len(head) - 2) + '"}')
+    assert (await recv(ws))["type"] == "pong"
+
+
 async def test_resend_same_id_gets_same_ack_and_no_second_row(client, user, ws_connect, db):
     ws = await ws_connect(user["token"])
     await send_message(ws, "same", "What is the purge?")

@@ -35,6 +35,7 @@ from server.settings import Settings, SettingsError
 log = logging.getLogger("run_server")
 
 RESTART_DELAY_S = 1.0
+BAD_SETTING = 2  # the exit status for a bad setting: a supervisor must not restart it
 
 
 def _settings() -> Settings:
@@ -43,7 +44,7 @@ def _settings() -> Settings:
         return Settings.from_env()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(BAD_SETTING) from None
 
 
 def _logging(level: str) -> None:
@@ -57,22 +58,33 @@ def serve(settings: Settings, reuse_port: bool = False) -> None:
     from aiohttp import web
 
     from server.app import create_app
+    from server.db.pool import DatabaseUnreachable
 
     try:
         import uvloop
     except ImportError:  # pragma: no cover - Windows
         uvloop = None
     app = create_app(settings)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout_s + 5,
-        access_log=None,
-        loop=uvloop.new_event_loop() if uvloop else None,
-        reuse_port=reuse_port,
-        print=None if reuse_port else print,
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_timeout_s + 5,
+            access_log=None,
+            loop=uvloop.new_event_loop() if uvloop else None,
+            reuse_port=reuse_port,
+            print=None if reuse_port else print,
+        )
+    except SettingsError as exc:  # found while starting: the knowledge file …
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(BAD_SETTING) from None
+    except DatabaseUnreachable as exc:
+        print(f"error: DATABASE_URL: {exc}", file=sys.stderr)
+        raise SystemExit(BAD_SETTING) from None
+    except OSError as exc:  # the port is taken, the host is not ours …
+        print(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 class Supervisor:
@@ -84,6 +96,7 @@ class Supervisor:
         self.grace_s = grace_s
         self.workers: list[subprocess.Popen[bytes]] = []
         self.stopping: int | None = None  # the signal that asked us to stop
+        self.bad_setting = False
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which
@@ -111,7 +124,11 @@ class Supervisor:
         while self.stopping is None:
             time.sleep(0.2)
             for i, proc in enumerate(self.workers):
-                if proc.poll() is not None and self.stopping is None:
+                if proc.returncode == BAD_SETTING and self.stopping is None:
+                    log.error("worker %d found a bad setting; stopping", proc.pid)
+                    self._on_signal(signal.SIGTERM, None)
+                    self.bad_setting = True
+                elif proc.poll() is not None and self.stopping is None:
                     log.error("worker %d exited with %s; restarting", proc.pid, proc.returncode)
                     time.sleep(RESTART_DELAY_S)
                     if self.stopping is None:
@@ -124,6 +141,8 @@ class Supervisor:
                 log.warning("worker %d did not stop in time; killing it", proc.pid)
                 proc.kill()
                 proc.wait()
+        if self.bad_setting:
+            return BAD_SETTING
         failed = [p.returncode for p in self.workers if p.returncode not in (0, -signal.SIGTERM)]
         return 1 if failed else 0
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
 from aiohttp import web
@@ -54,6 +55,11 @@ async def mail_context(app: web.Application) -> AsyncIterator[None]:
     await mailer.drain()
 
 
+async def hasher_context(app: web.Application) -> AsyncIterator[None]:
+    yield
+    app[keys.HASHER].close()
+
+
 async def on_shutdown(app: web.Application) -> None:
     """Readiness fails at once; the chat channel stores replies and closes sockets."""
     app[keys.STATE]["shutting_down"] = True
@@ -83,6 +89,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.access_token_expire_minutes * 60,
         settings.verify_token_expire_hours * 3600,
     )
+    app.cleanup_ctx.append(hasher_context)
     app.cleanup_ctx.append(database_context)
     app.cleanup_ctx.append(http_client_context)
     app.cleanup_ctx.append(mail_context)
@@ -95,4 +102,24 @@ def create_app(settings: Settings) -> web.Application:
     health.setup(app)
     docs.setup(app)
     setup_static(app)
+    contexts = list(app.cleanup_ctx)
+    app.cleanup_ctx.clear()
+    app.cleanup_ctx.append(all_or_nothing(contexts))
     return app
+
+
+def all_or_nothing(contexts: list[Callable[[web.Application], AsyncIterator[None]]]):
+    """One cleanup context that enters `contexts` in order and leaves them backwards.
+
+    If one fails to start (a bad knowledge file, say), those already started are
+    closed before the error propagates: aiohttp's runner does not clean up after
+    a failed start-up, which would leave the pool and its tasks dangling.
+    """
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for context in contexts:
+                await stack.enter_async_context(asynccontextmanager(context)(app))
+            yield
+
+    return run

@@ -113,3 +113,27 @@ def test_dotenv_is_read_from_the_working_directory(tmp_path):
         timeout=60,
     )
     assert result.returncode == 2 and "PORT" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"KNOWLEDGE_PATH": "/nonexistent/knowledge.json"}, "KNOWLEDGE_PATH"),
+        ({"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}, "DATABASE_URL"),
+    ],
+)
+def test_a_setting_found_bad_while_starting_stops_with_one_line(tmp_path, database_url, env, name):
+    base = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": KEY, "PORT": "0"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run_server.py")],
+        cwd=tmp_path,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    # Start-up may log what it did before; the failure is one line, no traceback.
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [result.stderr.strip().splitlines()[-1]], result.stderr
+    assert errors[0].startswith(f"error: {name}") and "Traceback" not in result.stderr

@@ -48,9 +48,16 @@ async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncp
     )
 
 
+class DatabaseUnreachable(Exception):
+    """The pool could not open a first connection (at start-up: a wrong URL, or no server)."""
+
+
 @asynccontextmanager
 async def open_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(dsn, min_size, max_size)
+    try:
+        pool = await create_pool(dsn, min_size, max_size)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnreachable(f"cannot connect to the database: {exc}") from None
     try:
         yield pool
     finally:

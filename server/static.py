@@ -71,13 +71,16 @@ def _html_headers(request: web.Request) -> dict[str, str]:
     }
 
 
-async def demo_page(request: web.Request) -> web.Response:
-    """`/`: a page embedding the widget with the one tag sites use."""
-    settings = request.app[keys.SETTINGS]
-    server = settings.public_url.rstrip("/") if settings.public_url else request_origin(request)
-    text = (STATIC_DIR / DEMO_PAGE).read_text(encoding="utf-8")
-    text = text.replace(SERVER_PLACEHOLDER, html.escape(server, quote=True))
-    return web.Response(text=text, content_type="text/html", headers=_html_headers(request))
+def demo_page(template: str):
+    """`/`: a page embedding the widget with the one tag sites use (read once, at set-up)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        settings = request.app[keys.SETTINGS]
+        server = settings.public_url.rstrip("/") if settings.public_url else request_origin(request)
+        text = template.replace(SERVER_PLACEHOLDER, html.escape(server, quote=True))
+        return web.Response(text=text, content_type="text/html", headers=_html_headers(request))
+
+    return handler
 
 
 async def _static_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -91,6 +94,6 @@ async def _static_headers(request: web.Request, response: web.StreamResponse) ->
 
 
 def setup_static(app: web.Application) -> None:
-    app.router.add_get("/", demo_page)
+    app.router.add_get("/", demo_page((STATIC_DIR / DEMO_PAGE).read_text(encoding="utf-8")))
     app.router.add_static("/static", STATIC_DIR)
     app.on_response_prepare.append(_static_headers)

@@ -176,3 +176,30 @@ async def test_verification_link_verifies_once(client, caplog):
     again = await client.get(f"/api/v1/auth/verify?token={link}")
     assert again.status == 400
     assert (await client.get("/api/v1/auth/verify?token=nonsense")).status == 400
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        ({"json": {"email": "a@example.com"}}, 422),
+        ({"json": {"password": PASSWORD}}, 422),
+        ({"json": {"email": 1, "password": PASSWORD}}, 422),
+        ({"json": {"email": "a@example.com", "password": ["x"]}}, 422),
+        ({"json": {"email": "a\x00@example.com", "password": PASSWORD}}, 422),
+        ({"json": {"email": "a@example.com", "password": "pass\x00word"}}, 422),
+        ({"json": "just a string"}, 422),
+        ({"data": {"password": PASSWORD}}, 422),
+        ({"data": "{broken", "headers": {"Content-Type": "application/json"}}, 400),
+        ({"data": "x", "headers": {"Content-Type": "text/plain"}}, 415),
+    ],
+)
+async def test_login_bad_input(client, kwargs, status):
+    resp = await client.post("/api/v1/auth/login", **kwargs)
+    assert resp.status == status, await resp.text()
+    assert "detail" in await resp.json()
+
+
+async def test_me_for_a_deleted_user_is_401(client, user, db):
+    await db.execute("DELETE FROM users WHERE id = $1", user["id"])
+    resp = await client.get("/api/v1/auth/me", headers=user["headers"])
+    assert resp.status == 401

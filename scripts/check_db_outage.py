@@ -125,6 +125,16 @@ async def check(args: argparse.Namespace, tmp: Path) -> Failures:
             failures.check(
                 refused[-1]["code"] == "unavailable", "a new message gets error unavailable"
             )
+            async with session.post(
+                server.url + "/api/v1/chat/chat",
+                json={"message": "Hello over REST?"},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp:
+                body = await resp.json()
+                failures.check(
+                    resp.status == 503 and "Retry-After" in resp.headers and "detail" in body,
+                    f"REST chat answers 503 with Retry-After ({resp.status}: {body})",
+                )
             await asyncio.sleep(max(0.0, args.outage - (time.monotonic() - stopped)))
             await send(ws, {"type": "ping"})
             pong = await frames_until(ws, "pong", None)

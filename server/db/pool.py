@@ -37,12 +37,28 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Give a connection back to the pool without asyncpg's reset query.
+
+    The default reset (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`)
+    is a round trip and four statements at every release: the one cost a REST request
+    paid twice. It undoes session state this server never leaves on a pooled
+    connection: nothing runs SET, LISTEN or DECLARE on one (LISTEN has connections of
+    its own, server/db/listen.py), and the two session advisory locks are released
+    in `finally` by their owners, the migrations (server/db/migrations.py) and the
+    purge (server/jobs.py, which terminates the connection when the unlock fails).
+    asyncpg still rolls back an open transaction and drops listener callbacks before
+    calling this.
+    """
+
+
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=keep_session,
         command_timeout=30,
         server_settings={"application_name": "chat-server", "timezone": "UTC"},
     )

@@ -85,9 +85,12 @@ def format_timestamp(dt: datetime) -> str:
     Raises:
         ValueError: if ``dt`` is naive (its time zone would be a guess).
     """
-    if dt.tzinfo is None or dt.utcoffset() is None:
-        raise ValueError("timestamp must be timezone-aware")
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if dt.tzinfo is not UTC:  # asyncpg's timestamps are in UTC already: no conversion
+        if dt.tzinfo is None or dt.utcoffset() is None:
+            raise ValueError("timestamp must be timezone-aware")
+        dt = dt.astimezone(UTC)
+    # "…+00:00" → "…Z": faster than strftime, and the same text (every ack carries one).
+    return dt.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_timestamp(value: str) -> datetime:

@@ -396,13 +396,16 @@ class Session:
             log.warning("message not stored: %s", exc)
             self._error(frame.id, ErrorCode.UNAVAILABLE, "the database is unavailable")
             return
-        conn.push(
-            encode_bytes(Ack(frame.id, stored.message_id, format_timestamp(stored.timestamp)))
-        )
+        ack = encode_bytes(Ack(frame.id, stored.message_id, format_timestamp(stored.timestamp)))
         if stored.created:
+            # The reply's task is created before the ack's push creates the writer task, so
+            # in the next turn the reply pushes its start and tokens (behind the ack) before
+            # the writer runs: the ack leaves with them, in one write instead of two.
             reply = begin_reply(self.app, self.user_id, frame.id, frame.text, stored, conn)
+            conn.push(ack)
             conn.track(reply)
         else:
+            conn.push(ack)
             await self._on_resume(frame.id, -1)
 
     # -- cancel and resume -----------------------------------------------------------------

@@ -129,6 +129,8 @@ class FanOut:
     def message_stored(
         self, user_id: int, client_id: str, message_id: int, text: str, timestamp: datetime
     ) -> None:
+        if not self.peers:  # the hot path when alone: build nothing
+            return
         self._publish(
             {
                 "k": "msg",
@@ -141,6 +143,8 @@ class FanOut:
         )
 
     def started(self, reply: Reply) -> None:
+        if not self.peers:
+            return
         self._publish(
             {
                 "k": "start",
@@ -152,6 +156,8 @@ class FanOut:
         )
 
     def token(self, reply: Reply, piece: str) -> None:
+        if not self.peers:
+            return
         last = self._outbox[-1] if self._outbox else None
         if (
             last is not None
@@ -177,6 +183,8 @@ class FanOut:
         )
 
     def ended(self, reply: Reply, reply_id: int | None) -> None:
+        if not self.peers:
+            return
         self._publish(
             {
                 "k": "end",

@@ -8,6 +8,7 @@ no passage it says it has no information.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import AsyncIterator, Sequence
 
@@ -45,10 +46,12 @@ class MockLLM:
         if delay_ms < 0:
             raise ValueError("delay_ms must not be negative")
         self.delay_ms = delay_ms
+        # The answers are the knowledge base's passages: split each one once.
+        self._tokens = functools.lru_cache(maxsize=1024)(lambda text: tuple(split_tokens(text)))
 
     async def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]:
         delay = self.delay_ms / 1000
-        for n, token in enumerate(split_tokens(answer_text(hits))):
+        for n, token in enumerate(self._tokens(answer_text(hits))):
             if delay:
                 if n:
                     await asyncio.sleep(delay)

@@ -172,14 +172,6 @@ async def test_a_killed_instance_s_replies_end_stored_on_the_others(tmp_path, da
 
 
 async def test_one_instance_purges_at_a_time(tmp_path, database_url, db):
-    user_id = await db.fetchval(
-        "INSERT INTO users (email, hashed_password) VALUES ($1, 'x') RETURNING id", unique_email()
-    )
-    await db.execute(
-        'INSERT INTO chat_history (user_id, message, is_user_message, "timestamp")'
-        " SELECT $1, 'old', true, now() - interval '40 days' FROM generate_series(1, 3000)",
-        user_id,
-    )
     admin = unique_email("admin")
     env = {"PURGE_CRON": "* * * * * *", "PURGE_BATCH_SIZE": "20", "ADMIN_EMAILS": admin}
     async with (
@@ -187,6 +179,17 @@ async def test_one_instance_purges_at_a_time(tmp_path, database_url, db):
         server_process(tmp_path, database_url, TEST_SECRET, **env) as b,
         aiohttp.ClientSession() as session,
     ):
+        # The backlog appears once both are up: both instances' ticks (on the same
+        # wall-clock seconds) then find it, and the one without the lock skips.
+        user_id = await db.fetchval(
+            "INSERT INTO users (email, hashed_password) VALUES ($1, 'x') RETURNING id",
+            unique_email(),
+        )
+        await db.execute(
+            'INSERT INTO chat_history (user_id, message, is_user_message, "timestamp")'
+            " SELECT $1, 'old', true, now() - interval '40 days' FROM generate_series(1, 10000)",
+            user_id,
+        )
         await eventually(
             lambda: db.fetchval("SELECT count(*) = 0 FROM chat_history WHERE user_id = $1", user_id)
         )
@@ -202,7 +205,7 @@ async def test_one_instance_purges_at_a_time(tmp_path, database_url, db):
     # Each tick both instances try; while one works through the backlog the other skips.
     assert "purge skipped: another instance is running it" in "".join(logs)
     purged = [int(n) for n in re.findall(r"purged (\d+) history rows", "".join(logs))]
-    assert sum(purged) >= 3000
+    assert sum(purged) >= 10000
     # The runs that deleted something never overlap in time, across the two instances.
     runs_a, runs_b = (purge_runs(log) for log in logs)
     assert runs_a or runs_b

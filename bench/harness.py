@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 import bcrypt
-from yarl import URL
+
+from server.db import scratch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -116,32 +117,9 @@ def percentile(values: Sequence[float], q: float) -> float:
 # -- the database -------------------------------------------------------------------------
 
 
-async def create_database(admin: str) -> str:
-    name = f"chat_bench_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return str(URL(admin).with_path(f"/{name}"))
-
-
-async def drop_database(admin: str, url: str) -> None:
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{URL(url).path.lstrip("/")}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-@asynccontextmanager
-async def bench_database() -> AsyncIterator[str]:
-    admin = admin_url()
-    url = await create_database(admin)
-    try:
-        yield url
-    finally:
-        await drop_database(admin, url)
+def bench_database() -> AbstractAsyncContextManager[str]:
+    """A throwaway database on DATABASE_URL's server for one benchmark run."""
+    return scratch.scratch_database(admin_url(), "chat_bench")
 
 
 def password_hash(rounds: int = 12) -> str:

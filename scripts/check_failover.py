@@ -41,7 +41,7 @@ from checks import (
 )
 
 from server.db import scratch
-from tests.processes import free_port, server_process
+from tests.processes import free_port, server_process, wait_ready
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -75,20 +75,6 @@ def nginx_config(tmp: Path, port: int, upstreams: list[int]) -> Path:
     return main
 
 
-async def wait_for(url: str, within_s: float = 20) -> None:
-    deadline = time.monotonic() + within_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer 200 in {within_s} s")
-
-
 async def check(args: argparse.Namespace, tmp: Path) -> list[str]:
     admin_url = os.environ.get("DATABASE_URL")
     if admin_url:
@@ -110,7 +96,7 @@ async def check(args: argparse.Namespace, tmp: Path) -> list[str]:
             )
             try:
                 proxy = f"http://127.0.0.1:{port}"
-                await wait_for(proxy + "/readyz")
+                await wait_ready(proxy, timeout=20)
                 say(f"nginx on {proxy} in front of :{a.port} and :{b.port}")
                 failures += await chat_through_failover(args, proxy, a, dsn)
             finally:

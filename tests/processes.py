@@ -48,14 +48,20 @@ class ServerProcess:
         return self.proc.returncode
 
 
-async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+async def wait_ready(
+    url: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    timeout: float = 60,
+    path: str = "/readyz",
+) -> None:
+    """Poll `url + path` until it answers 200 (failing at once if `proc` exits)."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
+            if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"server exited with {proc.returncode}")
             try:
-                async with session.get(url + "/readyz") as resp:
+                async with session.get(url + path) as resp:
                     if resp.status == 200:
                         return
             except aiohttp.ClientError:

@@ -85,16 +85,25 @@ def test_generated_secret_is_kept_under_var(tmp_path, caplog):
     assert first.secret_key not in caplog.text
 
 
-def test_bad_setting_stops_start_up_with_one_line(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SECRET_KEY")}
-    env["ALGORITHM"] = "RS256"
-    result = subprocess.run(
+def start_server(cwd, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python run_server.py` in `cwd` with exactly `env`, expected to stop by itself."""
+    return subprocess.run(
         [sys.executable, str(ROOT / "run_server.py")],
-        cwd=tmp_path,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
+    )
+
+
+def environ_without(*names: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in names}
+
+
+def test_bad_setting_stops_start_up_with_one_line(tmp_path):
+    result = start_server(
+        tmp_path, {**environ_without("DATABASE_URL", "SECRET_KEY"), "ALGORITHM": "RS256"}
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -103,15 +112,7 @@ def test_bad_setting_stops_start_up_with_one_line(tmp_path):
 
 def test_dotenv_is_read_from_the_working_directory(tmp_path):
     (tmp_path / ".env").write_text("PORT=notaport\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PORT")}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "run_server.py")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = start_server(tmp_path, environ_without("DATABASE_URL", "PORT"))
     assert result.returncode == 2 and "PORT" in result.stderr
 
 
@@ -124,14 +125,7 @@ def test_dotenv_is_read_from_the_working_directory(tmp_path):
 )
 def test_a_setting_found_bad_while_starting_stops_with_one_line(tmp_path, database_url, env, name):
     base = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": KEY, "PORT": "0"}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "run_server.py")],
-        cwd=tmp_path,
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = start_server(tmp_path, {**base, **env})
     assert result.returncode == 2, result.stderr
     # Start-up may log what it did before; the failure is one line, no traceback.
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

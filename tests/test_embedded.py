@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
+import asyncpg
 import pytest
 
+from server.db import scratch
+from server.db.pool import start_embedded
 from tests.conftest import PASSWORD, unique_email
 from tests.processes import server_process
 
@@ -36,3 +41,16 @@ async def test_embedded_database_survives_a_restart(embedded_dir, monkeypatch):
         ):
             assert r.status == 200
     assert (embedded_dir / "var" / "pgdata" / "PG_VERSION").exists()
+
+
+async def test_scratch_databases_keep_a_unix_socket_url(embedded_dir):
+    """`postgresql://user@/db?host=/dir`: the throwaway database is on that same server."""
+    admin = await asyncio.to_thread(start_embedded, embedded_dir / "var")
+    assert "host=" in admin
+    async with scratch.scratch_database(admin, "chat_socket") as url:
+        assert "host=" in url
+        conn = await asyncpg.connect(url)
+        try:
+            assert (await conn.fetchval("SELECT current_database()")).startswith("chat_socket_")
+        finally:
+            await conn.close()

@@ -35,7 +35,8 @@ async def create_database(admin: str, prefix: str = "chat_scratch") -> str:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    return str(URL(admin).with_path(f"/{name}"))
+    # keep_query: a Unix-socket URL names its socket directory in the query (?host=…)
+    return str(URL(admin).with_path(f"/{name}", keep_query=True))
 
 
 async def drop_database(admin: str, url: str) -> None:

@@ -8,7 +8,6 @@ across reconnects, and the look-up of what was acknowledged.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -58,15 +57,9 @@ def start_private_postgres(var_dir: Path) -> str:
 
 def stop_private_postgres(var_dir: Path) -> None:
     """`pg_ctl stop -m fast` on it: every session is cut, as in a crash or restart."""
-    from pgserver._commands import POSTGRES_BIN_PATH
+    from server.db.pool import stop_embedded  # after ROOT is on sys.path
 
-    pgdata = (var_dir / "pgdata").resolve()
-    subprocess.run(
-        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"],
-        check=True,
-        capture_output=True,
-        user="pgserver" if os.getuid() == 0 else None,
-    )
+    stop_embedded(var_dir)
 
 
 # -- clients --------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from server.db import scratch
-from server.db.pool import start_embedded
+from server.db.pool import start_embedded, stop_embedded
 from tests.conftest import PASSWORD, unique_email
 from tests.processes import server_process
 
@@ -17,11 +17,8 @@ from tests.processes import server_process
 @pytest.fixture
 def embedded_dir(tmp_path):
     yield tmp_path
-    pgdata = tmp_path / "var" / "pgdata"
-    if pgdata.exists():
-        import pgserver
-
-        pgserver.get_server(pgdata, cleanup_mode="stop").cleanup()
+    if (tmp_path / "var" / "pgdata" / "postmaster.pid").exists():
+        stop_embedded(tmp_path / "var")
 
 
 async def test_embedded_database_survives_a_restart(embedded_dir, monkeypatch):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +28,24 @@ def start_embedded(var_dir: Path) -> str:
     pgdata.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode=None)
     return server.get_uri()
+
+
+def stop_embedded(var_dir: Path) -> None:
+    """Stop the embedded PostgreSQL of `var_dir` (`pg_ctl stop -m fast`; blocking).
+
+    pgserver keeps one handle per data directory and process, so its own cleanup
+    cannot stop a server that this process started with `start_embedded`.
+    """
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    pgdata = (var_dir / "pgdata").resolve()
+    subprocess.run(
+        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"],
+        check=True,
+        capture_output=True,
+        # As root, pgserver runs PostgreSQL as its own `pgserver` user.
+        user="pgserver" if os.getuid() == 0 else None,
+    )
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from playwright.async_api import Browser, Page
 
@@ -201,6 +202,34 @@ async def test_server_restart_and_a_message_typed_while_offline(
     assert " ".join(shown.split()) == " ".join(answers[0]["message"].split())
     assert await frame.locator(".msg.user").count() == 2
     assert len(answers[0]["message"]) < len(EXTRA_KNOWLEDGE[0]["content"]), "cut short"
+
+
+async def test_a_graceful_restart_lets_the_reply_finish_and_the_widget_shows_it(
+    page: Page, chat_server: ChatServer, host_site: HostSite
+) -> None:
+    """SIGTERM-like stop with time enough: the reply in flight is generated to the end
+    and stored before the sockets get 1001; after the restart the widget resumes it and
+    shows it whole, each token once."""
+    await chat_server.stop()
+    chat_server.settings = dataclasses.replace(chat_server.settings, shutdown_timeout_s=15.0)
+    await chat_server.start()
+    await page.goto(f"{host_site.origin}/index")
+    frame = await open_widget(page, chat_server)
+    email = unique_email("graceful")
+    await sign_up(frame, email, PASSWORD)
+    await frame.evaluate(WATCH_REPLIES)
+    turn = await ask(frame, LONG_QUESTION)
+    await frame.locator('.msg.bot[data-state="streaming"]').wait_for()
+
+    await chat_server.restart()
+    assert await wait_reply(frame, turn) == "stop"
+    stored = await history(chat_server, await rest_token(chat_server, email))
+    assert [m["finish_reason"] for m in stored if not m["is_user_message"]] == ["stop"]
+    shown = await last_reply(frame).locator(".body").inner_text()
+    assert " ".join(shown.split()) == " ".join(stored[-1]["message"].split())
+    assert len(stored[-1]["message"]) >= len(EXTRA_KNOWLEDGE[0]["content"]), "not cut short"
+    lengths = [u["length"] for u in await frame.evaluate("() => window.__updates")]
+    assert lengths == sorted(lengths), "resumed where it stopped, nothing twice"
 
 
 async def test_a_message_whose_ack_was_lost_is_stored_once(

@@ -10,7 +10,7 @@ from protocol import MAX_ID_CHARS, MAX_TEXT_CHARS, ErrorCode
 from server import keys
 from server.auth.views import current_user
 from server.chat.channel import begin_reply, new_client_id
-from server.chat.replies import Reply, split_tokens
+from server.chat.replies import split_tokens
 from server.chat.store import IdConflict, RateLimited
 from server.db import queries
 from server.http import APIError, check_fields, json_response, query_int, read_json
@@ -103,6 +103,3 @@ async def delete_history(request: web.Request) -> web.Response:
     user = await current_user(request)
     deleted = await queries.delete_history(request.app[keys.POOL], user["id"])
     return json_response({"deleted": deleted})
-
-
-__all__ = ["Reply", "routes"]

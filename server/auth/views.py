@@ -11,7 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from server import keys
 from server.auth.passwords import password_problem
-from server.auth.tokens import ACCESS, VERIFY, TokenError
+from server.auth.tokens import VERIFY, TokenError
 from server.db import queries
 from server.http import APIError, check_fields, json_response, read_form_or_json, read_json
 
@@ -182,6 +182,3 @@ async def me(request: web.Request) -> web.Response:
 async def refresh(request: web.Request) -> web.Response:
     user = await current_user(request)
     return json_response(login_body(request.app, user["id"]))
-
-
-__all__ = ["ACCESS", "current_user", "routes"]

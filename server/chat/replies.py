@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from protocol import End, Error, ErrorCode, FinishReason, Pending, Start, encode_bytes
+from protocol import End, Error, ErrorCode, FinishReason, Pending, encode_bytes
 from server.answers.llm.base import LLMError
 from server.chat.store import ChatStore
 
@@ -327,6 +327,3 @@ def split_tokens(text: str, lengths: list[int] | None) -> list[str]:
         tokens.append(text[pos : pos + n])
         pos += n
     return tokens
-
-
-__all__ = ["Listener", "Reply", "ReplyManager", "Start", "split_tokens"]

@@ -81,8 +81,7 @@ WITH m AS (
 ), r AS (
     INSERT INTO chat_history
         (user_id, message, is_user_message, reply_to, finish_reason, sources, token_lengths)
-    SELECT t.u, t.m, false, t.r, t.f, t.s::jsonb,
-           ARRAY(SELECT jsonb_array_elements_text(t.l::jsonb)::integer)
+    SELECT t.u, t.m, false, t.r, t.f, t.s::jsonb, t.l::integer[]
     FROM unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[])
          AS t(u, m, r, f, s, l)
     JOIN chat_history q ON q.id = t.r
@@ -212,7 +211,8 @@ class ChatStore:
             [i.finish_reason for i in replies],
             # JSON text: asyncpg would read a list of lists as a 2-D array.
             [orjson.dumps(i.sources).decode() for i in replies],
-            [orjson.dumps(i.token_lengths).decode() for i in replies],
+            # An array literal per row, cast in SQL ('{3,1,4}'::integer[]).
+            ["{" + ",".join(map(str, i.token_lengths)) + "}" for i in replies],
         )
         outcome: dict[tuple[int, str], Any] = {}
         if self.rate_per_minute and fresh:

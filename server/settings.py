@@ -235,8 +235,3 @@ class Settings:
     @property
     def uses_llm_api(self) -> bool:
         return bool(self.openai_api_key) and self.openai_api_key != "mock"
-
-
-def env_table() -> list[tuple[str, str]]:
-    """(variable, default) pairs for the README's settings table."""
-    return [(f.metadata["env"], repr(f.default)) for f in dataclasses.fields(Settings)]

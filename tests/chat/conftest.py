@@ -27,6 +27,15 @@ async def recv_until(ws, kind: str, id: str | None = None, timeout: float = TIME
             return frames
 
 
+async def recv_tokens(ws, count: int, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+    """Frames up to and including the `count`-th `token` frame."""
+    frames, tokens = [], 0
+    while tokens < count:
+        frames.append(await recv(ws, timeout))
+        tokens += frames[-1]["type"] == "token"
+    return frames
+
+
 async def connect(client, token: str, **kwargs):
     ws = await client.ws_connect(
         "/api/v1/chat/ws", headers={"Authorization": f"Bearer {token}"}, **kwargs

@@ -13,7 +13,7 @@ from aiohttp import WSMsgType
 from server import keys
 from server.app import create_app
 from server.auth.tokens import TokenIssuer
-from tests.chat.conftest import connect, recv, recv_until, reply_frames
+from tests.chat.conftest import connect, recv, recv_tokens, recv_until, reply_frames
 from tests.conftest import TEST_SECRET, signup
 
 LONG_KB = Path(__file__).with_name("long_knowledge.json")
@@ -274,9 +274,7 @@ async def test_cancel_stops_at_once_and_stores_partial(slow_client, db):
     _, token, _user_id = await signup(slow_client)
     ws = await connect(slow_client, token)
     await send_message(ws, "long", LONG_QUESTION)
-    frames = []
-    while len([f for f in frames if f["type"] == "token"]) < 5:
-        frames.append(await recv(ws))
+    frames = await recv_tokens(ws, 5)
     await ws.send_str(frame(type="cancel", id="long"))
     frames += await recv_until(ws, "end", "long", timeout=2)
     end = frames[-1]
@@ -314,9 +312,7 @@ async def test_resume_mid_stream_and_after_end(slow_client, db):
     _, token, _ = await signup(slow_client)
     ws = await connect(slow_client, token)
     await send_message(ws, "r1", LONG_QUESTION)
-    seen = []
-    while len([f for f in seen if f["type"] == "token"]) < 10:
-        seen.append(await recv(ws))
+    seen = await recv_tokens(ws, 10)
     await ws.close()  # drop mid-reply
 
     ws2 = await connect(slow_client, token)

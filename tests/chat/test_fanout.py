@@ -9,7 +9,7 @@ import aiohttp
 import orjson
 
 from protocol.client import ChatClient
-from tests.chat.conftest import recv, recv_until
+from tests.chat.conftest import recv, recv_tokens, recv_until
 from tests.conftest import PASSWORD, TEST_SECRET, unique_email
 from tests.processes import server_process
 
@@ -74,17 +74,13 @@ async def test_resume_and_cancel_on_another_instance_mid_reply(tmp_path, databas
                 }
             ).decode()
         )
-        seen = []
-        while len([f for f in seen if f["type"] == "token"]) < 3:
-            seen.append(await recv(tab_a))
+        await recv_tokens(tab_a, 3)
         await tab_a.close()
         tab_b = await _ws(session, b, token)
         await tab_b.send_str(
             orjson.dumps({"type": "resume", "id": "long", "after_seq": 1}).decode()
         )
-        frames = []
-        while len([f for f in frames if f["type"] == "token"]) < 3:
-            frames.append(await recv(tab_b))
+        frames = await recv_tokens(tab_b, 3)
         assert frames[0]["type"] == "start"
         seqs = [f["seq"] for f in frames if f["type"] == "token"]
         assert seqs == list(range(2, 2 + len(seqs)))

@@ -66,7 +66,9 @@
     ".p{position:fixed;bottom:88px;" + side + ":20px;width:380px;height:600px;" +
     "max-width:calc(100vw - 40px);max-height:calc(100vh - 108px);border-radius:12px;overflow:hidden;" +
     "box-shadow:0 8px 30px rgba(0,0,0,.3);background:#fff}" +
-    ".p[hidden]{display:none}" +
+    // Hidden, not display:none: the frame keeps its size, so reopening never
+    // relayouts the (often cross-process) frame under the visitor's pointer.
+    ".p[hidden]{display:block;visibility:hidden}" +
     "iframe{border:0;width:100%;height:100%;display:block;color-scheme:normal}" +
     "@media (max-width:480px),(max-height:500px){.p{inset:0;width:100%;height:100%;" +
     "max-width:none;max-height:none;border-radius:0}.open .l{display:none}}";
@@ -114,6 +116,7 @@
   panel.className = "p";
   panel.id = "chat-widget-panel";
   panel.hidden = true;
+  panel.inert = true;
   wrap.appendChild(panel);
   wrap.appendChild(button);
   root.appendChild(wrap);
@@ -153,6 +156,7 @@
     if (isOpen) return;
     isOpen = true;
     panel.hidden = false;
+    panel.inert = false;
     wrap.className = "open";
     button.setAttribute("aria-expanded", "true");
     button.setAttribute("aria-label", "Close chat");
@@ -165,6 +169,7 @@
     if (!isOpen) return;
     isOpen = false;
     panel.hidden = true;
+    panel.inert = true;
     wrap.className = "";
     button.setAttribute("aria-expanded", "false");
     button.setAttribute("aria-label", label);

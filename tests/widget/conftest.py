@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Frame, Page, async_playwright
+from playwright.async_api import Browser, Frame, Page, async_playwright, expect
 
 from server.app import create_app
 from server.settings import DEFAULT_KNOWLEDGE, Settings
@@ -363,6 +363,7 @@ async def open_widget(page: Page, server: ChatServer) -> Frame:
 
 async def sign_up(frame: Frame, email: str, password: str) -> None:
     await frame.get_by_role("button", name="Sign up").click()
+    await expect(frame.locator("#auth-submit")).to_have_text("Sign up")
     await frame.get_by_label("Email").fill(email)
     await frame.get_by_label("Password").fill(password)
     await frame.locator("#auth-submit").click()
@@ -371,6 +372,7 @@ async def sign_up(frame: Frame, email: str, password: str) -> None:
 
 async def log_in(frame: Frame, email: str, password: str) -> None:
     await frame.get_by_role("button", name="Log in", exact=True).first.click()
+    await expect(frame.locator("#auth-submit")).to_have_text("Log in")
     await frame.get_by_label("Email").fill(email)
     await frame.get_by_label("Password").fill(password)
     await frame.locator("#auth-submit").click()

@@ -115,6 +115,8 @@ async def test_options_and_javascript_api(
 
     await page.evaluate("() => ChatWidget.close()")
     assert await page.locator("[data-chat-widget] .p").is_hidden()
+    # Closed, the panel is out of the tab order and the accessibility tree.
+    assert await page.locator("[data-chat-widget] .p").evaluate("p => p.inert") is True
     await page.evaluate("() => ChatWidget.toggle()")
     assert await page.locator("[data-chat-widget] .p").is_visible()
     await frame.get_by_role("button", name="Close chat").click()

@@ -9,8 +9,8 @@ One run, under a PostgreSQL advisory lock held on one dedicated connection:
 3. History rows older than the cutoff go in batches of `batch_size`, oldest
    first through the `chat_history_timestamp` index, each batch one autocommit
    statement: a backlog of millions never holds long locks or one huge
-   transaction, and the event loop gets a turn between batches. Replies of a
-   purged message go with it (ON DELETE CASCADE); counts are what DELETE reports.
+   transaction, and the event loop gets a turn between batches. The replies of
+   the messages purged go with them, younger or not; counts are rows deleted.
 4. Other dead rows: used or expired verification links, rate-limit windows
    older than an hour.
 
@@ -51,10 +51,20 @@ Status = Literal["ok", "skipped", "error"]
 Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 
 _CUTOFF = "SELECT now() - make_interval(hours => $1 * 24)"
-_DELETE_HISTORY_BATCH = (
-    "DELETE FROM chat_history WHERE id IN ("
-    ' SELECT id FROM chat_history WHERE "timestamp" < $1 ORDER BY "timestamp" LIMIT $2)'
+# One batch of old rows, and the replies of the messages among them even where a reply is
+# younger than the cutoff (it would otherwise outlive its message). Returns (old, replies).
+_DELETE_HISTORY_BATCH = """
+WITH old AS (
+    DELETE FROM chat_history WHERE id IN (
+        SELECT id FROM chat_history WHERE "timestamp" < $1 ORDER BY "timestamp" LIMIT $2)
+    RETURNING id, is_user_message
+), replies AS (
+    DELETE FROM chat_history
+    WHERE reply_to IN (SELECT id FROM old WHERE is_user_message) AND "timestamp" >= $1
+    RETURNING 1
 )
+SELECT (SELECT count(*) FROM old), (SELECT count(*) FROM replies)
+"""
 _DELETE_OTHER = (
     "DELETE FROM email_verifications WHERE used_at IS NOT NULL OR expires_at < now()",
     "DELETE FROM rate_limits WHERE window_start < now() - make_interval(hours => $1)",
@@ -160,10 +170,10 @@ class PurgeJob:
             try:
                 cutoff = await conn.fetchval(_CUTOFF, self.retention_days)
                 while True:
-                    deleted = _count(
-                        await conn.execute(_DELETE_HISTORY_BATCH, cutoff, self.batch_size)
+                    deleted, replies = await conn.fetchrow(
+                        _DELETE_HISTORY_BATCH, cutoff, self.batch_size
                     )
-                    counts[0] += deleted
+                    counts[0] += deleted + replies
                     if deleted < self.batch_size:
                         break
                     await asyncio.sleep(self.batch_pause_s)

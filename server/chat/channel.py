@@ -63,6 +63,7 @@ MAX_BEHIND_BYTES = 1024 * 1024
 WRITE_HIGH_WATER = 64 * 1024
 WRITE_WAIT_S = 0.01
 MAX_QUEUED_REPLIES = 32
+MAX_REMEMBERED_SENDS = 64
 EXPIRY_WARNING_S = 30.0
 PONG = encode_bytes(Pong())
 
@@ -104,8 +105,16 @@ class Connection:
         self._closer: asyncio.Task[None] | None = None
         self.last_reply: Reply | None = None
         self.replies_queued = 0
+        # The client ids this connection sent lately (an ordered set): it gets their
+        # `ack` and follows their replies itself, never another sender's `message` echo.
+        self.sent: dict[str, None] = {}
         self.last_seen = time.monotonic()
         self.expires_at = 0.0
+
+    def remember_sent(self, client_id: str) -> None:
+        self.sent[client_id] = None
+        if len(self.sent) > MAX_REMEMBERED_SENDS:
+            del self.sent[next(iter(self.sent))]
 
     def push(self, frame: bytes) -> None:
         if self.closing:
@@ -379,6 +388,7 @@ class Session:
         if self.replies.closing:
             self._error(frame.id, ErrorCode.UNAVAILABLE, "the server is shutting down")
             return
+        conn.remember_sent(frame.id)
         try:
             stored = await self.store.add_message(self.user_id, frame.id, frame.text)
         except IdConflict:
@@ -518,8 +528,11 @@ def begin_reply(
     sender: Connection | None,
 ) -> Reply:
     """A new message is stored: show it to the user's other tabs, everywhere, and reply."""
-    connections = app[keys.CONNECTIONS]
-    others = connections.of(user_id) - {sender} if sender else set(connections.of(user_id))
+    # Another connection sending the same id (a racing resend) is no "other tab": it gets
+    # its own `ack` and then follows the reply from the start, as a resend does.
+    others = {
+        c for c in app[keys.CONNECTIONS].of(user_id) if c is not sender and client_id not in c.sent
+    }
     if others:
         echo = encode_bytes(
             Echo(client_id, stored.message_id, text, format_timestamp(stored.timestamp))

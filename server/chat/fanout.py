@@ -337,8 +337,9 @@ class FanOut:
             mirror.question = text or ""
             echo = encode_bytes(Echo(client_id, event["mid"], text or "", event["ts"]))
             for conn in self.connections.of(user_id):
-                conn.push(echo)
-                mirror.followers.add(conn)
+                if client_id not in conn.sent:  # a racing sender follows after its ack
+                    conn.push(echo)
+                    mirror.followers.add(conn)
             return
         if mirror is None or mirror.local:
             return  # began before this instance listened; resume reads the stored reply

@@ -243,11 +243,19 @@ async def test_racing_resends_store_one_row(client, user, db):
     await asyncio.gather(
         send_message(a, "race", "racing text"), send_message(b, "race", "racing text")
     )
-    acks = []
+    acks, texts = [], []
     for ws in (a, b):
-        frames = await recv_until(ws, "end", "race")
-        acks.append(next(f for f in frames if f["type"] in ("ack", "message")))
+        # Each is a sender: its ack (never another tab's `message`) comes first, then the
+        # whole reply.
+        frames = reply_frames(await recv_until(ws, "end", "race"), "race")
+        kinds = [f["type"] for f in frames]
+        assert kinds[:2] == ["ack", "start"] and kinds[-1] == "end", kinds
+        assert set(kinds[2:-1]) == {"token"}
+        assert [f["seq"] for f in frames[2:-1]] == list(range(len(frames) - 3))
+        acks.append(frames[0])
+        texts.append(frames[-1]["text"])
     assert acks[0]["message_id"] == acks[1]["message_id"]
+    assert texts[0] == texts[1]
     count = await db.fetchval(
         "SELECT count(*) FROM chat_history WHERE user_id = $1 AND client_id = 'race'", user["id"]
     )

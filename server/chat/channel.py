@@ -64,6 +64,7 @@ WRITE_HIGH_WATER = 64 * 1024
 WRITE_WAIT_S = 0.01
 MAX_QUEUED_REPLIES = 32
 MAX_REMEMBERED_SENDS = 64
+CLOSE_WAIT_S = 15.0  # a closing handshake's longest wait: flush, then the peer's close
 EXPIRY_WARNING_S = 30.0
 PONG = encode_bytes(Pong())
 
@@ -168,6 +169,17 @@ class Connection:
     async def _close(self, code: int, reason: str) -> None:
         await self.flush()
         await self.ws.close(code=code, message=reason.encode())
+
+    async def closed(self, timeout_s: float = CLOSE_WAIT_S) -> None:
+        """Wait for a close we began: aiohttp sends the close frame behind what is still
+        buffered, then reads (and drops) the peer's frames until its close frame. Were
+        the handler to return first, the socket would be torn down with the peer's
+        frames unread, a reset that loses the close frame (a slow reader's 1013)."""
+        closer = self._closer
+        if closer is not None and not closer.done():
+            _, pending = await asyncio.wait({closer}, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
 
     def track(self, reply: Reply) -> None:
         """Count a reply this connection asked for until it ends (the bounded queue)."""
@@ -326,6 +338,7 @@ class Session:
             self._watch_expiry(self.claims)
             self._timers.append(asyncio.create_task(self._heartbeat()))
             await self._read_loop()
+            await conn.closed()
         finally:
             conn.closing = True
             self.connections.remove(conn)

@@ -7,6 +7,11 @@
 Settings come from the environment and from `.env` in the working directory.
 A bad setting stops start-up with one line naming it.
 
+On SIGTERM or SIGINT the server keeps its port open while the replies in flight
+finish (for up to SHUTDOWN_TIMEOUT_S), answering `/readyz` with 503 and refusing
+new WebSockets from the first moment; then it closes the port and exits. A
+second signal stops it at once (exit status 1).
+
 With WORKERS above 1 this process only supervises: it starts the embedded
 PostgreSQL (when there is no DATABASE_URL) and the secret key once, then runs
 WORKERS copies of itself that each listen on HOST:PORT with SO_REUSEPORT, so
@@ -28,10 +33,14 @@ import subprocess
 import sys
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from dotenv import load_dotenv
 
 from server.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("run_server")
 
@@ -56,8 +65,6 @@ def _logging(level: str) -> None:
 
 
 def serve(settings: Settings, reuse_port: bool = False) -> None:
-    from aiohttp import web
-
     from server.app import create_app
     from server.db.pool import DatabaseUnreachable
 
@@ -68,16 +75,8 @@ def serve(settings: Settings, reuse_port: bool = False) -> None:
     app = create_app(settings)
     app.on_startup.append(_tune_gc)  # after every cleanup context has started
     try:
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            shutdown_timeout=settings.shutdown_timeout_s + 5,
-            access_log=None,
-            loop=uvloop.new_event_loop() if uvloop else None,
-            reuse_port=reuse_port,
-            print=None if reuse_port else print,
-        )
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None) as runner:
+            runner.run(_serve(app, settings, reuse_port))
     except SettingsError as exc:  # found while starting: the knowledge file …
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(BAD_SETTING) from None
@@ -87,6 +86,57 @@ def serve(settings: Settings, reuse_port: bool = False) -> None:
     except OSError as exc:  # the port is taken, the host is not ours …
         print(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    except asyncio.CancelledError:  # a second signal cut the shutdown short
+        raise SystemExit(1) from None
+
+
+async def _serve(app: web.Application, settings: Settings, reuse_port: bool) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down while still listening.
+
+    The port keeps accepting connections while the replies in flight finish (for up to
+    SHUTDOWN_TIMEOUT_S, then they are stopped and stored); `/readyz` answers 503 and new
+    WebSockets are refused from the first moment, so a load balancer polling `/readyz`
+    sees the instance go. Then the listener closes, the WebSockets get 1001 and the
+    resources close, as aiohttp's shutdown does. A second signal cuts all this short.
+    """
+    from aiohttp import web
+
+    from server.app import begin_shutdown
+
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=75.0,
+        shutdown_timeout=settings.shutdown_timeout_s + 5,
+    )
+    stop = asyncio.Event()
+    main = asyncio.current_task()
+    assert main is not None
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not stop.is_set():
+            log.info("%s: shutting down", name)
+            stop.set()
+        else:
+            log.warning("%s again: stopping at once", name)
+            main.cancel()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await runner.setup()  # start-up: a signal now is seen once it is over
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port)
+        await site.start()
+        if not reuse_port:
+            print(f"======== Running on {site.name} ========\n(Press CTRL+C to quit)")
+        await stop.wait()
+    finally:
+        if not main.cancelling():  # the second signal leaves the rest undone
+            await begin_shutdown(app)
+            await runner.cleanup()
 
 
 # A young collection every 10,000 new containers instead of 700: the chat makes (and drops)

@@ -3,6 +3,8 @@
 Resources open and close in cleanup contexts, in dependency order:
 database → HTTP client → answer pipeline → chat (store, fan-out, replies) →
 jobs. Shutdown runs them backwards, after the WebSockets are told to go away.
+`begin_shutdown` is shutdown's first step, taken by `run_server` while the server
+still listens.
 """
 
 from __future__ import annotations
@@ -58,6 +60,16 @@ async def mail_context(app: web.Application) -> AsyncIterator[None]:
 async def hasher_context(app: web.Application) -> AsyncIterator[None]:
     yield
     app[keys.HASHER].close()
+
+
+async def begin_shutdown(app: web.Application) -> None:
+    """Shutdown's first step, while the port still accepts connections: `/readyz` answers
+    503 and new WebSockets are refused at once, and the replies in flight get up to
+    SHUTDOWN_TIMEOUT_S to finish (then they are stopped and stored). The listener closes
+    after this; on_shutdown then tells the WebSockets to go away (1001)."""
+    app[keys.STATE]["shutting_down"] = True
+    if keys.REPLIES in app:  # absent when start-up failed
+        await app[keys.REPLIES].close(app[keys.SETTINGS].shutdown_timeout_s)
 
 
 async def on_shutdown(app: web.Application) -> None:

@@ -1,11 +1,21 @@
 """The OpenAPI 3 document, and Swagger UI and ReDoc served from installed assets.
 
 The UI assets come from the `aiohttp-swagger3` package's bundled copies of
-Swagger UI and ReDoc, so the docs work with no outside network.
+Swagger UI and ReDoc, so the docs work with no outside network. Two things keep it so:
+
+- ReDoc's side menu ends with an "API docs by Redocly" badge whose logo is an
+  `<img>` from `cdn.redoc.ly`, and no ReDoc option turns it off (the footer is not
+  configurable; only `hideSidebar` drops it, with the whole menu). The bundle is
+  served with that one address pointing at the same logo among the installed assets.
+- Both pages carry a Content-Security-Policy that allows this origin only, so no
+  other fetch can leave the browser from them whatever the bundles do.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import html
 from pathlib import Path
 from typing import Any
 
@@ -299,44 +309,112 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
     }
 
 
-SWAGGER_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title} – API docs</title>
-<link rel="stylesheet" href="/docs/swagger_ui_static/swagger-ui.css"></head>
+SWAGGER_STATIC = "/docs/swagger_ui_static"
+REDOC_STATIC = "/redoc/redoc_ui_static"
+REDOC_BUNDLE = "redoc.standalone.js"
+# ReDoc's badge logo, and the same logo (Redocly's) among the installed assets.
+REDOC_CDN_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+REDOC_LOCAL_LOGO = f"{REDOC_STATIC}/favicon-32x32.png".encode()
+
+SWAGGER_INIT = """window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
+presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "BaseLayout"});"""
+
+REDOC_INIT = """Redoc.init("/openapi.json", {}, document.getElementById("redoc"));"""
+
+SWAGGER_PAGE = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{title}} – API docs</title>
+<link rel="icon" type="image/png" href="{SWAGGER_STATIC}/favicon-32x32.png">
+<link rel="stylesheet" href="{SWAGGER_STATIC}/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
-<script src="/docs/swagger_ui_static/swagger-ui-bundle.js"></script>
-<script src="/docs/swagger_ui_static/swagger-ui-standalone-preset.js"></script>
-<script>window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui",
-presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "BaseLayout"}});
-</script></body></html>
+<script src="{SWAGGER_STATIC}/swagger-ui-bundle.js"></script>
+<script src="{SWAGGER_STATIC}/swagger-ui-standalone-preset.js"></script>
+<script>{SWAGGER_INIT}</script></body></html>
 """
 
-REDOC_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title} – API reference</title>
-<link rel="stylesheet" href="/redoc/redoc_ui_static/google-fonts.css"></head>
+REDOC_PAGE = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{title}} – API reference</title>
+<link rel="icon" type="image/png" href="{REDOC_STATIC}/favicon-32x32.png">
+<link rel="stylesheet" href="{REDOC_STATIC}/google-fonts.css"></head>
 <body><div id="redoc"></div>
-<script src="/redoc/redoc_ui_static/redoc.standalone.js"></script>
-<script>Redoc.init("/openapi.json", {{}}, document.getElementById("redoc"));</script>
+<script src="{REDOC_STATIC}/{REDOC_BUNDLE}"></script>
+<script>{REDOC_INIT}</script>
 </body></html>
 """
+
+
+def _script_hash(script: str) -> str:
+    digest = hashlib.sha256(script.encode()).digest()
+    return f"'sha256-{base64.b64encode(digest).decode()}'"
+
+
+def docs_csp(inline_script: str, *, redoc: bool = False) -> str:
+    """Every fetch goes to this origin only; the page's one inline script runs by its
+    hash, no other inline script does. ReDoc also needs inline styles (its bundled
+    style-loader and styled-components write <style> elements, some before its `nonce`
+    option can take effect; they can fetch nothing from elsewhere either) and a worker
+    made from a blob: URL (its search index)."""
+    extra = (
+        "style-src 'self' 'unsafe-inline'; worker-src blob:; " if redoc else "style-src 'self'; "
+    )
+    return (
+        "default-src 'none'; "
+        f"script-src 'self' {_script_hash(inline_script)}; "
+        f"{extra}"
+        "img-src 'self' data:; "
+        "font-src 'self'; "
+        "connect-src 'self'; "
+        "base-uri 'none'; "
+        "form-action 'none'; "
+        "frame-ancestors 'self'"
+    )
+
+
+def _page(text: str, csp: str):
+    headers = {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=text, content_type="text/html", headers=headers)
+
+    return handler
+
+
+def redoc_bundle() -> bytes:
+    """ReDoc's standalone bundle, its badge logo taken from the installed assets."""
+    bundle = (ASSETS / "redoc_ui" / REDOC_BUNDLE).read_bytes()
+    return bundle.replace(REDOC_CDN_LOGO, REDOC_LOCAL_LOGO)
 
 
 def setup(app: web.Application) -> None:
     settings = app[keys.SETTINGS]
     spec = build_openapi(settings.project_name, settings.project_version)
-    swagger = SWAGGER_PAGE.format(title=settings.project_name)
-    redoc = REDOC_PAGE.format(title=settings.project_name)
+    title = html.escape(settings.project_name)
+    swagger = _page(SWAGGER_PAGE.replace("{title}", title), docs_csp(SWAGGER_INIT))
+    redoc = _page(REDOC_PAGE.replace("{title}", title), docs_csp(REDOC_INIT, redoc=True))
+    bundle = redoc_bundle()
+    bundle_etag = hashlib.sha256(bundle).hexdigest()[:32]
 
     async def openapi(request: web.Request) -> web.Response:
         return json_response(spec)
 
-    async def swagger_ui(request: web.Request) -> web.Response:
-        return web.Response(text=swagger, content_type="text/html")
-
-    async def redoc_ui(request: web.Request) -> web.Response:
-        return web.Response(text=redoc, content_type="text/html")
+    async def redoc_js(request: web.Request) -> web.Response:
+        headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+        if any(tag.value == bundle_etag for tag in request.if_none_match or ()):
+            response = web.Response(status=304, headers=headers)
+        else:
+            response = web.Response(
+                body=bundle, content_type="application/javascript", charset="utf-8", headers=headers
+            )
+        response.etag = bundle_etag
+        return response
 
     app.router.add_get("/openapi.json", openapi)
-    app.router.add_get("/docs", swagger_ui)
-    app.router.add_get("/redoc", redoc_ui)
-    app.router.add_static("/docs/swagger_ui_static", ASSETS / "swagger_ui")
-    app.router.add_static("/redoc/redoc_ui_static", ASSETS / "redoc_ui")
+    app.router.add_get("/docs", swagger)
+    app.router.add_get("/redoc", redoc)
+    # Before the static route of the same directory, so that it wins.
+    app.router.add_get(f"{REDOC_STATIC}/{REDOC_BUNDLE}", redoc_js)
+    app.router.add_static(SWAGGER_STATIC, ASSETS / "swagger_ui")
+    app.router.add_static(REDOC_STATIC, ASSETS / "redoc_ui")

@@ -520,16 +520,22 @@ class Session:
             self.conn.close_soon(CloseCode.AUTH_FAILED, "token expired")
 
     async def _heartbeat(self) -> None:
-        """Ping every 25 s; drop a peer that has sent nothing (pongs included) for 60 s."""
+        """Ping every 25 s; drop a peer that has sent nothing (pongs included) for 60 s,
+        at 60 s and not at the next ping after it."""
+        next_ping = time.monotonic() + PING_EVERY_S
         while not self.ws.closed:
-            await asyncio.sleep(PING_EVERY_S)
-            if time.monotonic() - self.conn.last_seen >= SILENT_LIMIT_S:
+            drop_at = self.conn.last_seen + SILENT_LIMIT_S
+            await asyncio.sleep(max(0.0, min(next_ping, drop_at) - time.monotonic()))
+            now = time.monotonic()
+            if now - self.conn.last_seen >= SILENT_LIMIT_S:
                 self.conn.close_soon(CloseCode.POLICY, "no sign of life for 60 s")
                 return
-            try:
-                await self.ws.ping()
-            except (ConnectionError, RuntimeError):
-                return
+            if now >= next_ping:
+                next_ping = now + PING_EVERY_S
+                try:
+                    await self.ws.ping()
+                except (ConnectionError, RuntimeError):
+                    return
 
 
 def begin_reply(

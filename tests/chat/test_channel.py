@@ -524,3 +524,41 @@ async def test_a_peer_too_slow_to_read_is_closed_1013(aiohttp_client, make_setti
                 while True:
                     await lazy.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+
+
+async def test_a_silent_peer_is_pinged_and_dropped_when_its_silence_reaches_the_limit(
+    client, user, monkeypatch
+):
+    from server.chat import channel
+
+    monkeypatch.setattr(channel, "PING_EVERY_S", 0.8)
+    monkeypatch.setattr(channel, "SILENT_LIMIT_S", 1.0)
+    # autoping off: this client never answers a ping, nor sends anything.
+    silent = await connect(client, user["token"], autoping=False)
+    started = time.monotonic()
+    pings, closed = 0, None
+    while closed is None:
+        msg = await silent.receive(timeout=5)
+        if msg.type == WSMsgType.PING:
+            pings += 1
+        elif msg.type == WSMsgType.CLOSE:
+            closed = (msg.data, time.monotonic() - started)
+    assert pings == 1
+    code, after = closed
+    assert code == 1008
+    # At the limit, not at the next ping after it (1.6 s).
+    assert 0.9 <= after < 1.5, after
+
+
+async def test_a_peer_answering_pings_stays(client, user, monkeypatch):
+    from server.chat import channel
+
+    monkeypatch.setattr(channel, "PING_EVERY_S", 0.3)
+    monkeypatch.setattr(channel, "SILENT_LIMIT_S", 0.5)
+    ws = await connect(client, user["token"])  # aiohttp answers pings itself
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(2):  # receive(timeout=) restarts at every ping
+            await ws.receive()
+    assert not ws.closed
+    await ws.send_str(frame(type="ping"))
+    assert await recv(ws) == {"type": "pong"}

@@ -562,3 +562,41 @@ async def test_a_peer_answering_pings_stays(client, user, monkeypatch):
     assert not ws.closed
     await ws.send_str(frame(type="ping"))
     assert await recv(ws) == {"type": "pong"}
+
+
+async def test_without_a_rate_limit_a_burst_of_messages_is_all_answered(
+    aiohttp_client, make_settings
+):
+    client = await aiohttp_client(create_app(make_settings(chat_rate_per_minute=0)))
+    _, token, _ = await signup(client)
+    ws = await connect(client, token)
+    ids = [f"burst{i}" for i in range(120)]
+    await asyncio.gather(*(send_message(ws, i, f"green tea {i}") for i in ids))
+    acked, ended = set(), set()
+    while len(ended) < len(ids):
+        f = await recv(ws)
+        assert f["type"] != "error", f
+        if f["type"] == "ack":
+            acked.add(f["id"])
+        elif f["type"] == "end":
+            ended.add(f["id"])
+    assert acked == ended == set(ids)
+
+
+async def test_replies_waiting_on_one_connection_are_bounded(slow_client, monkeypatch):
+    from server.chat import channel
+
+    monkeypatch.setattr(channel, "MAX_QUEUED_REPLIES", 3)
+    _, token, _ = await signup(slow_client)
+    ws = await connect(slow_client, token)
+    for i in range(4):
+        await send_message(ws, f"q{i}", LONG_QUESTION)
+    error = await recv_until(ws, "error", "q3")
+    assert error[-1]["code"] == "rate_limited" and error[-1]["retry_after"] > 0
+    # The connection lives on and the first three are answered.
+    ended = set()
+    while len(ended) < 3:
+        f = await recv(ws)
+        if f["type"] == "end":
+            ended.add(f["id"])
+    assert ended == {"q0", "q1", "q2"}

@@ -9,7 +9,8 @@ With a client connected and a reply streaming, PostgreSQL is stopped
 answers 503, a new message gets `error` `unavailable`, the reply in flight
 ends with `error` then `end`, and the WebSocket stays open (ping → pong).
 After PostgreSQL is back, with no server restart: `/readyz` 200, a message on
-the same socket gets `ack` and a reply, and the fan-out listens again. Exit
+the same socket gets `ack` and a reply, the fan-out listens again, and the
+reply that ended in the outage is stored as its `end` said. Exit
 status 0 when all of that holds, 1 otherwise.
 """
 
@@ -167,9 +168,22 @@ async def check(args: argparse.Namespace, tmp: Path) -> Failures:
                     "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1",
                     LISTENER_PREFIX + "%",
                 )
+                for _ in range(50):  # stored by a retry within a few seconds
+                    stored = await conn.fetchrow(
+                        "SELECT r.message, r.finish_reason FROM chat_history m"
+                        " JOIN chat_history r ON r.reply_to = m.id WHERE m.client_id = 'inflight'"
+                    )
+                    if stored is not None:
+                        break
+                    await asyncio.sleep(0.1)
             finally:
                 await conn.close()
             failures.check(listening == 1, "the fan-out listens again")
+            failures.check(
+                stored is not None
+                and (stored["message"], stored["finish_reason"]) == (inflight[-1]["text"], "error"),
+                "the reply ended in the outage is in the history, as its end said",
+            )
             await again.close()
             await ws.close()
             code = await server.stop()

@@ -38,7 +38,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DB_ERRORS = (OSError, TimeoutError)
+# A reply that could not be stored is tried again: after 0.5 s, then twice as long each
+# time up to 2 s between tries (the tries of many replies share group commits), for
+# 10 minutes.
+STORE_RETRY_FIRST_S = 0.5
+STORE_RETRY_MAX_S = 2.0
+STORE_RETRY_FOR_S = 600.0
 
 
 class Listener(Protocol):
@@ -148,10 +153,15 @@ class ReplyManager:
         self.pipeline = pipeline
         self.fanout: FanOut | None = None
         self.active: dict[tuple[int, str], Reply] = {}
+        # Ended while the database was away: kept (resume replays them as they were sent)
+        # while a task stores them once it is back.
+        self.unstored: dict[tuple[int, str], Reply] = {}
+        self._storing: set[asyncio.Task[None]] = set()
         self.closing = False
 
     def get(self, user_id: int, client_id: str) -> Reply | None:
-        return self.active.get((user_id, client_id))
+        key = (user_id, client_id)
+        return self.active.get(key) or self.unstored.get(key)
 
     def pending(self, user_id: int) -> list[Pending]:
         return [Pending(r.id, r.message_id) for r in self.active.values() if r.user_id == user_id]
@@ -239,22 +249,51 @@ class ReplyManager:
         reply.phase = "storing"
         reply_id = None
         try:
-            stored = await self.store.add_reply(
-                reply.user_id,
-                reply.message_id,
-                "".join(reply.tokens),
-                reason,
-                reply.sources or [],
-                [len(t) for t in reply.tokens],
-            )
-            reply_id = stored.message_id
+            reply_id = await self._store(reply, reason)
         except Exception as exc:
             log.warning("reply %s could not be stored: %s", reply.message_id, exc)
             self._fail(reply, ErrorCode.UNAVAILABLE, "the reply could not be stored")
             reason = FinishReason.ERROR
+            self._store_later(reply, reason)
         reply.finish(reply_id, reason)
         if self.fanout:
             self.fanout.ended(reply, reply_id)
+
+    async def _store(self, reply: Reply, reason: str) -> int | None:
+        stored = await self.store.add_reply(
+            reply.user_id,
+            reply.message_id,
+            "".join(reply.tokens),
+            reason,
+            reply.sources or [],
+            [len(t) for t in reply.tokens],
+        )
+        return stored.message_id
+
+    def _store_later(self, reply: Reply, reason: str) -> None:
+        """Store an ended reply once the database is back: its `end` promised history."""
+        self.unstored[reply.key] = reply
+        task = asyncio.create_task(self._retry_store(reply, reason), name="store later")
+        self._storing.add(task)
+        task.add_done_callback(self._storing.discard)
+
+    async def _retry_store(self, reply: Reply, reason: str) -> None:
+        delay, waited = STORE_RETRY_FIRST_S, 0.0
+        try:
+            while waited < STORE_RETRY_FOR_S:
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, STORE_RETRY_MAX_S)
+                try:
+                    await self._store(reply, reason)
+                except Exception as exc:
+                    log.debug("reply %s still not stored: %s", reply.message_id, exc)
+                    continue
+                log.info("reply %s stored after the database came back", reply.message_id)
+                return
+            log.error("reply %s lost: not stored within %.0f s", reply.message_id, waited)
+        finally:
+            self.unstored.pop(reply.key, None)
 
     def cancel(self, user_id: int, client_id: str) -> bool:
         """Stop a reply generated here; False if this instance does not generate it."""
@@ -268,18 +307,25 @@ class ReplyManager:
         return True
 
     async def close(self, timeout_s: float) -> None:
-        """At shutdown: let replies finish for up to `timeout_s`, then stop and store them."""
+        """At shutdown: let replies finish for up to `timeout_s`, then stop and store them.
+        Replies still waiting for the database are given up (and logged)."""
         self.closing = True
         local = [r for r in self.active.values() if r.local and r.task is not None]
-        if not local:
-            return
-        tasks = {r.task: r for r in local if r.task is not None}
-        _, still = await asyncio.wait(tasks, timeout=timeout_s)
-        for task in still:
-            if tasks[task].phase != "storing":
-                task.cancel()
-        if still:
-            await asyncio.wait(still, timeout=5)
+        if local:
+            tasks = {r.task: r for r in local if r.task is not None}
+            _, still = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in still:
+                if tasks[task].phase != "storing":
+                    task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=5)
+        storing = list(self._storing)
+        for task in storing:
+            task.cancel()
+        if storing:
+            for reply in self.unstored.values():
+                log.error("reply %s lost: the database was away until shutdown", reply.message_id)
+            await asyncio.gather(*storing, return_exceptions=True)
 
     # -- stored replies --------------------------------------------------------------------
 

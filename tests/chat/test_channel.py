@@ -600,3 +600,48 @@ async def test_replies_waiting_on_one_connection_are_bounded(slow_client, monkey
         if f["type"] == "end":
             ended.add(f["id"])
     assert ended == {"q0", "q1", "q2"}
+
+
+async def test_a_reply_ended_while_the_database_was_away_is_stored_once_it_is_back(
+    client, user, ws_connect, db, monkeypatch
+):
+    from server.chat import replies as replies_module
+
+    monkeypatch.setattr(replies_module, "STORE_RETRY_FIRST_S", 0.05)
+    store = client.app[keys.REPLIES].store
+    real_add_reply = store.add_reply
+    failures = 3
+
+    async def add_reply(*args, **kwargs):
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise ConnectionRefusedError("the database is away")
+        return await real_add_reply(*args, **kwargs)
+
+    monkeypatch.setattr(store, "add_reply", add_reply)
+    ws = await ws_connect(user["token"])
+    await send_message(ws, "away", "How do I embed the widget?")
+    frames = await recv_until(ws, "end", "away")
+    error, end = frames[-2], frames[-1]
+    assert error["type"] == "error" and error["code"] == "unavailable"
+    assert end["finish_reason"] == "error" and end["message_id"] is None
+    # Until it is stored, resume replays it as it was sent.
+    await ws.send_str(frame(type="resume", id="away", after_seq=-1))
+    replayed = await recv_until(ws, "end", "away")
+    assert replayed[-1] == end
+    assert "".join(f["text"] for f in replayed if f["type"] == "token") == end["text"]
+
+    for _ in range(100):
+        row = await db.fetchrow(
+            "SELECT r.message, r.finish_reason FROM chat_history m"
+            " JOIN chat_history r ON r.reply_to = m.id"
+            " WHERE m.user_id = $1 AND m.client_id = 'away'",
+            user["id"],
+        )
+        if row is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert row is not None, "the reply was not stored after the database came back"
+    assert (row["message"], row["finish_reason"]) == (end["text"], "error")
+    assert not client.app[keys.REPLIES].unstored

@@ -30,9 +30,13 @@ def password_problem(password: str) -> str | None:
 
 
 def lower_thread_priority() -> None:
-    """Give the calling thread the lowest CPU priority (Linux nices threads one by one)."""
+    """Give the calling thread the lowest CPU priority: nice 19 (Linux nices threads one
+    by one) and SCHED_IDLE where there is one (it runs only on CPU time that nothing
+    else wants, and a thread that wakes up takes its core at once)."""
     with contextlib.suppress(AttributeError, OSError):  # no per-thread nice here
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICE)
+    with contextlib.suppress(AttributeError, OSError):  # no SCHED_IDLE here
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 class PasswordHasher:

@@ -84,7 +84,7 @@ def _level(name: str, raw: str) -> str:
 
 
 def _algorithm(name: str, raw: str) -> str:
-    value = raw.strip().upper()
+    value = raw.strip()  # the JOSE names exactly: "hs256" is a typo to report, not guess
     if value not in ALGORITHMS:
         raise SettingsError(f"{name} must be one of {', '.join(ALGORITHMS)}, got {raw!r}")
     return value

@@ -32,7 +32,7 @@ def test_values_are_parsed():
     s = Settings.from_env(
         {
             "PORT": "9000",
-            "ALGORITHM": "hs512",
+            "ALGORITHM": "HS512",
             "ALLOWED_ORIGINS": "https://a.example, http://b:81/",
             "REQUIRE_VERIFIED_EMAIL": "true",
             "PURGE_CRON": "*/5 * * * * *",
@@ -53,6 +53,7 @@ def test_values_are_parsed():
         ({"PORT": "70000"}, "PORT"),
         ({"ALGORITHM": "RS256"}, "ALGORITHM"),
         ({"ALGORITHM": "none"}, "ALGORITHM"),
+        ({"ALGORITHM": "hs256"}, "ALGORITHM"),
         ({"ACCESS_TOKEN_EXPIRE_MINUTES": "0"}, "ACCESS_TOKEN_EXPIRE_MINUTES"),
         ({"PURGE_CRON": "every day"}, "PURGE_CRON"),
         ({"PURGE_CRON": "61 * * * *"}, "PURGE_CRON"),

@@ -113,6 +113,47 @@ async def test_an_instance_that_appears_mid_reply_mirrors_it(aiohttp_client, mak
     assert got == sent and resumed[-1] == frames[-1] and resumed[0]["type"] == "start"
 
 
+async def test_a_resend_racing_across_instances_is_generated_once(aiohttp_client, make_settings):
+    settings = make_settings(llm_token_delay_ms=5.0)
+    first = await aiohttp_client(create_app(settings))
+    second = await aiohttp_client(create_app(settings))
+    generated = []
+    for app in (first.app, second.app):
+        pipeline = app[keys.PIPELINE]
+        stream = pipeline.stream
+
+        def counting(question, hits, stream=stream, name=app[keys.FANOUT].instance):
+            generated.append(name)
+            return stream(question, hits)
+
+        pipeline.stream = counting
+    await eventually(lambda: first.app[keys.FANOUT].peers and second.app[keys.FANOUT].peers)
+    # Events reach the second instance 200 ms late, as across a busy network: its sender
+    # learns the message is stored (a resend) before it learns who generates the reply.
+    fanout = second.app[keys.FANOUT]
+    apply = fanout._apply
+
+    async def late(event, apply=apply):
+        if event["k"] == "msg":  # the events behind it queue up behind it
+            await asyncio.sleep(0.2)
+        await apply(event)
+
+    fanout._apply = late
+    _, token, _ = await signup(first)
+    a, b = await connect(first, token), await connect(second, token)
+    for attempt in range(5):
+        id = f"race-{attempt}"
+        generated.clear()
+        await asyncio.gather(a.send_str(message(id)), b.send_str(message(id)))
+        ends = []
+        for ws in (a, b):
+            frames = [f for f in await recv_until(ws, "end", id) if f.get("id") == id]
+            assert frames[0]["type"] == "ack", [f["type"] for f in frames]
+            ends.append(frames[-1])
+        assert ends[0] == ends[1]
+        assert len(generated) == 1, generated
+
+
 # -- processes -----------------------------------------------------------------------------
 
 

@@ -64,6 +64,7 @@ WRITE_HIGH_WATER = 64 * 1024
 WRITE_WAIT_S = 0.01
 MAX_QUEUED_REPLIES = 256  # bounds memory per connection, far above any real client
 MAX_REMEMBERED_SENDS = 64
+MIRROR_WAIT_S = 1.0  # how long a resume waits for another instance's reply to show up
 CLOSE_WAIT_S = 15.0  # a closing handshake's longest wait: flush, then the peer's close
 EXPIRY_WARNING_S = 30.0
 PONG = encode_bytes(Pong())
@@ -462,6 +463,15 @@ class Session:
             return
         try:
             status = await self.replies.replay_stored(conn, self.user_id, client_id, after_seq)
+            if status == "no_reply" and self.fanout.peers:
+                # Most likely another instance stored the message a moment ago (a racing
+                # resend) and generates the reply: follow its mirror, never a second one.
+                reply = await self._mirror(client_id)
+                if reply is not None:
+                    if conn not in reply.followers:
+                        reply.replay(conn, after_seq)
+                    return
+                status = await self.replies.replay_stored(conn, self.user_id, client_id, after_seq)
             if status == "no_reply":
                 # The message is stored but nobody generates its reply (the instance
                 # that did was lost): generate it now.
@@ -485,6 +495,17 @@ class Session:
             return
         if status == "unknown":
             self._error(client_id, ErrorCode.UNKNOWN_MESSAGE, "no message with this id")
+
+    async def _mirror(self, client_id: str) -> Reply | None:
+        """The reply another instance generates for `client_id`, once its fan-out events
+        (milliseconds behind the commit) arrive; None after MIRROR_WAIT_S."""
+        deadline = time.monotonic() + MIRROR_WAIT_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            reply = self.replies.get(self.user_id, client_id)
+            if reply is not None:
+                return reply
+        return None
 
     # -- token expiry and heartbeats -------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, expect
 
 from tests.conftest import PASSWORD, unique_email
 from tests.widget.conftest import (
@@ -179,3 +179,25 @@ async def test_demo_page(page: Page, chat_server: ChatServer) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "widget-demo-login.png"))
     assert refused == [], "nothing was blocked by the pages' Content-Security-Policy"
+
+
+async def test_a_reply_ending_while_the_panel_is_closed_marks_the_launcher(
+    page: Page, chat_server: ChatServer, host_site: HostSite
+) -> None:
+    host_site.pages["unread"] = host_page(chat_server.origin)
+    await page.goto(f"{host_site.origin}/unread")
+    frame = await open_widget(page, chat_server)
+    await sign_up(frame, unique_email("unread"), PASSWORD)
+    turn = await ask(frame, "How do I embed the widget on my site?")
+    await page.evaluate("() => ChatWidget.close()")
+    launcher = page.locator("[data-chat-widget] button")
+    assert await launcher.get_attribute("aria-label") == "Open chat"
+    await wait_reply(frame, turn)
+    await expect(launcher).to_have_attribute("aria-label", "Open chat (new reply)")
+    assert await launcher.evaluate("b => b.classList.contains('u')")
+    # Opening the panel clears the mark.
+    await launcher.click()
+    await expect(launcher).to_have_attribute("aria-label", "Close chat")
+    await page.evaluate("() => ChatWidget.close()")
+    assert await launcher.get_attribute("aria-label") == "Open chat"
+    assert not await launcher.evaluate("b => b.classList.contains('u')")

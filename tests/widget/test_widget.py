@@ -16,6 +16,7 @@ from tests.widget.conftest import (
     ChatServer,
     HostSite,
     ask,
+    chromium,
     history,
     last_reply,
     log_in,
@@ -202,6 +203,37 @@ async def test_server_restart_and_a_message_typed_while_offline(
     assert " ".join(shown.split()) == " ".join(answers[0]["message"].split())
     assert await frame.locator(".msg.user").count() == 2
     assert len(answers[0]["message"]) < len(EXTRA_KNOWLEDGE[0]["content"]), "cut short"
+
+
+async def test_a_message_queued_offline_survives_closing_the_tab(
+    chat_server: ChatServer, host_site: HostSite
+) -> None:
+    """Where the widget may keep (partitioned) storage, a message typed while the server
+    is away is kept; the next visit sends it, once."""
+    async with chromium("partitioned") as browser:
+        page = await new_page(browser)
+        await page.goto(f"{host_site.origin}/index")
+        frame = await open_widget(page, chat_server)
+        email = unique_email("outbox")
+        await sign_up(frame, email, PASSWORD)
+
+        await chat_server.stop()
+        await frame.locator("body[data-connection=waiting]").wait_for()
+        await ask(frame, "How do I log in?")
+        await frame.locator('.msg.user[data-status="queued"]').wait_for()
+        context = page.context
+        await page.close()
+        await chat_server.start()
+
+        page = await context.new_page()
+        await page.goto(f"{host_site.origin}/index")
+        frame = await open_widget(page, chat_server)
+        await frame.locator('.msg.user[data-status="acked"]').wait_for()
+        await frame.locator('.msg.bot[data-state="stop"]').wait_for()
+        stored = await history(chat_server, await rest_token(chat_server, email))
+        assert [m["message"] for m in stored if m["is_user_message"]] == ["How do I log in?"]
+        assert len([m for m in stored if not m["is_user_message"]]) == 1
+        await context.close()
 
 
 async def test_a_graceful_restart_lets_the_reply_finish_and_the_widget_shows_it(

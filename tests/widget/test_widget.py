@@ -236,6 +236,41 @@ async def test_a_message_queued_offline_survives_closing_the_tab(
         await context.close()
 
 
+async def test_the_widget_renews_its_token_before_it_expires(
+    page: Page, chat_server: ChatServer, host_site: HostSite
+) -> None:
+    """With one-minute tokens the widget asks for a fresh one (it renews two minutes
+    ahead, at least 5 s after getting one) and hands it to the open WebSocket."""
+    await chat_server.stop()
+    chat_server.settings = dataclasses.replace(chat_server.settings, access_token_expire_minutes=1)
+    await chat_server.start()
+    refreshed: list[int] = []
+    page.on(
+        "response",
+        lambda r: refreshed.append(r.status) if r.url.endswith("/api/v1/auth/refresh") else None,
+    )
+    auth_frames: list[str] = []
+    page.on(
+        "websocket",
+        lambda ws: ws.on(
+            "framesent",
+            lambda payload: auth_frames.append(payload) if '"auth"' in str(payload) else None,
+        ),
+    )
+    await page.goto(f"{host_site.origin}/index")
+    frame = await open_widget(page, chat_server)
+    await sign_up(frame, unique_email("renew"), PASSWORD)
+    for _ in range(200):  # about 5 s, then the request
+        if refreshed and len(auth_frames) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert refreshed == [200]
+    # The first auth frame opened the connection; the second carries the fresh token.
+    assert len(auth_frames) == 2 and auth_frames[0] != auth_frames[1]
+    turn = await ask(frame, "How do I log in?")
+    await wait_reply(frame, turn)
+
+
 async def test_a_graceful_restart_lets_the_reply_finish_and_the_widget_shows_it(
     page: Page, chat_server: ChatServer, host_site: HostSite
 ) -> None:

@@ -8,10 +8,9 @@ import signal
 import time
 
 import aiohttp
-import orjson
 import pytest
 
-from tests.chat.conftest import recv_tokens
+from tests.chat.conftest import recv_tokens, recv_until_close
 from tests.chat.test_channel import LONG_KB, LONG_QUESTION
 from tests.conftest import TEST_SECRET
 from tests.processes import server_process
@@ -55,11 +54,8 @@ async def test_sigterm_keeps_listening_while_replies_drain(tmp_path, database_ur
         assert status == 503 and body["detail"]
         assert server.proc.poll() is None
 
-        while True:
-            msg = await ws.receive(timeout=15)
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                break
-            frames.append(orjson.loads(msg.data))
+        more, msg = await recv_until_close(ws)
+        frames += more
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1001
         end = frames[-1]
         assert end["type"] == "end" and end["finish_reason"] == "stop", frames[-3:]

@@ -17,6 +17,16 @@ async def recv(ws: ClientWebSocketResponse, timeout: float = TIMEOUT) -> dict[st
     return orjson.loads(msg.data)
 
 
+async def recv_until_close(ws, timeout: float = 15.0) -> tuple[list[dict[str, Any]], Any]:
+    """Every text frame up to the first other message (the close); returns both."""
+    frames = []
+    while True:
+        msg = await ws.receive(timeout=timeout)
+        if msg.type != WSMsgType.TEXT:
+            return frames, msg
+        frames.append(orjson.loads(msg.data))
+
+
 async def recv_until(ws, kind: str, id: str | None = None, timeout: float = TIMEOUT):
     """Frames up to and including the first of `kind` (for `id`, when given)."""
     frames = []

@@ -13,7 +13,14 @@ from aiohttp import WSMsgType
 from server import keys
 from server.app import create_app
 from server.auth.tokens import TokenIssuer
-from tests.chat.conftest import connect, recv, recv_tokens, recv_until, reply_frames
+from tests.chat.conftest import (
+    connect,
+    recv,
+    recv_tokens,
+    recv_until,
+    recv_until_close,
+    reply_frames,
+)
 from tests.conftest import TEST_SECRET, signup
 
 LONG_KB = Path(__file__).with_name("long_knowledge.json")
@@ -477,12 +484,7 @@ async def test_shutdown_stores_replies_then_closes_1001(aiohttp_client, make_set
     await send_message(ws, "sd", LONG_QUESTION)
     await recv_until(ws, "start", "sd")
     shutdown = asyncio.create_task(app.shutdown())
-    frames = []
-    while True:
-        msg = await ws.receive(timeout=10)
-        if msg.type != WSMsgType.TEXT:
-            break
-        frames.append(orjson.loads(msg.data))
+    frames, msg = await recv_until_close(ws, timeout=10)
     await shutdown
     assert msg.type == WSMsgType.CLOSE and msg.data == 1001
     end = [f for f in frames if f["type"] == "end"][-1]

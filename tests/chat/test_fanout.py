@@ -9,7 +9,7 @@ import aiohttp
 import orjson
 
 from protocol.client import ChatClient
-from tests.chat.conftest import recv, recv_tokens, recv_until
+from tests.chat.conftest import recv, recv_tokens, recv_until, recv_until_close
 from tests.conftest import PASSWORD, TEST_SECRET, unique_email
 from tests.processes import server_process
 
@@ -124,12 +124,7 @@ async def test_sigterm_stores_replies_and_closes_1001(tmp_path, database_url):
         )
         await recv_until(ws, "start", "t")
         server.proc.send_signal(signal.SIGTERM)
-        frames = []
-        while True:
-            msg = await ws.receive(timeout=15)
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                break
-            frames.append(orjson.loads(msg.data))
+        frames, msg = await recv_until_close(ws)
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1001
         end = frames[-1]
         assert end["type"] == "end" and end["message_id"]

@@ -151,8 +151,16 @@ SCHEMAS: dict[str, Any] = {
     ),
     "PurgeStatus": _obj(
         ["last_run", "schedule", "retention_days"],
-        last_run={"allOf": [_ref("PurgeRun")], "nullable": True},
-        last_ok={"allOf": [_ref("PurgeRun")], "nullable": True},
+        last_run={
+            "allOf": [_ref("PurgeRun")],
+            "nullable": True,
+            "description": "this instance's newest run (ok, skipped or error)",
+        },
+        last_ok={
+            "allOf": [_ref("PurgeRun")],
+            "nullable": True,
+            "description": "the newest successful run of any instance or of the command line",
+        },
         schedule=STR,
         next_run={**TS, "nullable": True},
         retention_days=INT,

@@ -68,6 +68,15 @@ SELECT (SELECT count(*) FROM old), (SELECT count(*) FROM replies)
 _DELETE_OTHER = (
     "DELETE FROM email_verifications WHERE used_at IS NOT NULL OR expires_at < now()",
     "DELETE FROM rate_limits WHERE window_start < now() - make_interval(hours => $1)",
+    "DELETE FROM purge_runs WHERE finished_at < $1",
+)
+_RECORD_RUN = (
+    "INSERT INTO purge_runs (started_at, finished_at, deleted, deleted_other)"
+    " VALUES ($1, $2, $3, $4)"
+)
+_LAST_OK = (
+    "SELECT started_at, finished_at, deleted, deleted_other FROM purge_runs"
+    " ORDER BY finished_at DESC LIMIT 1"
 )
 
 
@@ -143,7 +152,7 @@ class PurgeJob:
         clock = time.monotonic()
         counts = [0, 0]
         try:
-            status = await self._purge(counts)
+            status, finished_at = await self._purge(counts, started_at, clock)
         except asyncio.CancelledError:
             log.warning("purge cancelled after %d history rows", counts[0])
             self._record(started_at, clock, "error", counts, "cancelled")
@@ -151,7 +160,7 @@ class PurgeJob:
         except Exception as exc:
             log.exception("purge failed after %d history rows", counts[0])
             return self._record(started_at, clock, "error", counts, f"{type(exc).__name__}: {exc}")
-        result = self._record(started_at, clock, status, counts, None)
+        result = self._record(started_at, clock, status, counts, None, finished_at)
         if status == "skipped":
             log.info("purge skipped: another instance is running it")
         else:
@@ -163,10 +172,13 @@ class PurgeJob:
             )
         return result
 
-    async def _purge(self, counts: list[int]) -> Status:
+    async def _purge(
+        self, counts: list[int], started_at: datetime, clock: float
+    ) -> tuple[Status, datetime | None]:
+        """Purge under the lock; the status, and when an 'ok' run finished (as recorded)."""
         async with self.connect() as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", PURGE_LOCK):
-                return "skipped"
+                return "skipped", None
             try:
                 cutoff = await conn.fetchval(_CUTOFF, self.retention_days)
                 while True:
@@ -177,12 +189,29 @@ class PurgeJob:
                     if deleted < self.batch_size:
                         break
                     await asyncio.sleep(self.batch_pause_s)
-                verifications, rate_limits = _DELETE_OTHER
+                verifications, rate_limits, runs = _DELETE_OTHER
                 counts[1] += _count(await conn.execute(verifications))
                 counts[1] += _count(await conn.execute(rate_limits, RATE_LIMIT_KEEP_HOURS))
+                counts[1] += _count(await conn.execute(runs, cutoff))
+                finished_at = started_at + timedelta(seconds=time.monotonic() - clock)
+                await conn.execute(_RECORD_RUN, started_at, finished_at, *counts)
             finally:
                 await _unlock(conn)
-        return "ok"
+        return "ok", finished_at
+
+    async def newest_ok(self) -> PurgeResult | None:
+        """The newest successful run of any instance (this one's, if the database is away)."""
+        try:
+            async with self.connect() as conn:
+                row = await conn.fetchrow(_LAST_OK)
+        except Exception as exc:
+            log.warning("could not read the purge runs: %s", exc)
+            return self.last_ok
+        if row is None:
+            return None
+        return PurgeResult(
+            row["started_at"], row["finished_at"], "ok", row["deleted"], row["deleted_other"]
+        )
 
     def _record(
         self,
@@ -191,8 +220,10 @@ class PurgeJob:
         status: Status,
         counts: list[int],
         error: str | None,
+        finished_at: datetime | None = None,
     ) -> PurgeResult:
-        finished_at = started_at + timedelta(seconds=time.monotonic() - clock)
+        if finished_at is None:
+            finished_at = started_at + timedelta(seconds=time.monotonic() - clock)
         result = PurgeResult(started_at, finished_at, status, counts[0], counts[1], error)
         self.last_run = result
         self.runs += 1
@@ -286,14 +317,16 @@ async def _require_admin(request: web.Request) -> None:
 
 
 async def purge_status(request: web.Request) -> web.Response:
-    """GET /api/v1/admin/purge: this instance's last run, the schedule and the retention."""
+    """GET /api/v1/admin/purge: this instance's last run, the newest successful run of any
+    instance, the schedule and the retention."""
     await _require_admin(request)
     settings = request.app[keys.SETTINGS]
     job = keys.get(request.app, keys.PURGE)
+    last_ok = await job.newest_ok()
     return json_response(
         {
             "last_run": job.last_run.as_json() if job.last_run else None,
-            "last_ok": job.last_ok.as_json() if job.last_ok else None,
+            "last_ok": last_ok.as_json() if last_ok else None,
             "schedule": settings.purge_cron,
             "next_run": _next_run(settings.purge_cron),
             "retention_days": settings.history_retention_days,

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -287,6 +287,7 @@ async def test_admin_endpoint_shows_and_runs_the_purge(aiohttp_client, make_sett
 
     body = await (await client.get("/api/v1/admin/purge", headers=admin)).json()
     assert body["last_run"] == ran
+    assert body["last_ok"] == ran
     assert set(ran) == {
         "started_at",
         "finished_at",
@@ -338,3 +339,28 @@ async def test_run_server_purge_command(client, db, database_url, held: bool):
         assert b'"status":"ok"' in out
         assert b"purged " in err
         assert await row_ids(db, user_id) == {newer}
+
+
+async def test_an_admin_sees_the_newest_run_of_any_instance(
+    aiohttp_client, make_settings, database_url
+):
+    admin_email = unique_email("admin")
+    client = await aiohttp_client(create_app(make_settings(admin_emails=frozenset({admin_email}))))
+    _, admin_token, _ = await signup(client, admin_email)
+    elsewhere = PurgeJob(connector(database_url), retention_days=30)  # another instance
+
+    ran = await elsewhere.run_once()
+
+    resp = await client.get(
+        "/api/v1/admin/purge", headers={"Authorization": f"Bearer {admin_token}"}
+    )
+    body = await resp.json()
+    assert body["last_run"] is None  # this instance has not run it
+    seen = body["last_ok"]
+    assert (seen["deleted"], seen["deleted_other"], seen["status"]) == (
+        ran.deleted,
+        ran.deleted_other,
+        "ok",
+    )
+    for at in ("started_at", "finished_at"):
+        assert datetime.fromisoformat(seen[at].replace("Z", "+00:00")) == getattr(ran, at)

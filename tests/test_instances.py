@@ -17,7 +17,7 @@ import orjson
 
 from server import keys
 from server.app import create_app
-from server.chat.fanout import GONE_AFTER_S, LISTENER_PREFIX
+from server.chat.fanout import GONE_AFTER_S, LISTENER_PREFIX, PEER_POLL_S
 from tests.chat.conftest import connect, recv, recv_until
 from tests.conftest import PASSWORD, TEST_SECRET, signup, unique_email
 from tests.processes import free_port, server_process
@@ -89,6 +89,29 @@ async def test_an_instance_alone_publishes_nothing(aiohttp_client, make_settings
     await recv_until(ws, "end", "together")
     seen = await recv_until(tab, "end", "together")
     assert seen[0]["type"] == "message" and fanout.sent > 0
+
+
+async def test_a_hello_heard_while_the_peer_list_is_read_is_not_forgotten(
+    aiohttp_client, make_settings
+):
+    client = await aiohttp_client(create_app(make_settings()))
+    fanout = client.app[keys.FANOUT]
+    pool = fanout.pool
+
+    class SlowPool:
+        """The list of listeners, read before the newcomer listened, arrives late."""
+
+        async def fetch(self, *args):
+            rows = await pool.fetch(*args)
+            await asyncio.sleep(0.2)
+            return rows
+
+    fanout.pool = SlowPool()
+    polling = asyncio.create_task(fanout.poll_peers())
+    await asyncio.sleep(0.05)
+    await fanout._apply({"k": "hello", "o": "newcomer"})
+    assert "newcomer" in await polling
+    assert "newcomer" in fanout.peers
 
 
 async def test_an_instance_that_appears_mid_reply_mirrors_it(aiohttp_client, make_settings):
@@ -168,6 +191,10 @@ async def test_workers_share_one_port_and_stop_together(tmp_path, database_url, 
             return await listeners(db) == 2
 
         await eventually(both_listen, timeout=30)
+        # Listening is not yet knowing each other: that takes a hello or a peer poll. A
+        # message stored before then is not echoed to the other worker's tabs (the
+        # newcomer's window that fanout.py documents).
+        await asyncio.sleep(PEER_POLL_S * 1.5)
         token, _ = await http_signup(session, server.url)
         tabs = [(await ws_to(session, server.ws_url, token))[0] for _ in range(6)]
         await tabs[0].send_str(message("w1", "How do I embed the widget?"))

@@ -100,6 +100,7 @@ class FanOut:
         self._seen: dict[tuple[int, str], float] = {}
         self._origin: dict[tuple[int, str], str] = {}  # mirror → the instance generating it
         self._absent_since: dict[str, float] = {}
+        self._hello_at: dict[str, float] = {}  # when each peer's last hello was heard
         self.listening = self._listen.listening
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -260,8 +261,12 @@ class FanOut:
 
     async def poll_peers(self) -> frozenset[str]:
         """List the other instances now; sync to newcomers, end the mirrors of the gone."""
+        asked_at = time.monotonic()
         rows = await self.pool.fetch(_PEERS, len(LISTENER_PREFIX) + 1, LISTENER_PREFIX + "%")
-        found = frozenset(r[0] for r in rows) - {self.instance}
+        # A hello heard while the list was on its way is newer than the list.
+        heard = {p for p, at in self._hello_at.items() if at >= asked_at}
+        self._hello_at = {p: at for p, at in self._hello_at.items() if at >= asked_at}
+        found = (frozenset(r[0] for r in rows) | heard) - {self.instance}
         if found - self.peers:
             self.peers = self.peers | found
             self._sync()
@@ -311,6 +316,7 @@ class FanOut:
         kind = event["k"]
         if kind == "hello":
             self.peers = self.peers | {event["o"]}
+            self._hello_at[event["o"]] = time.monotonic()
             self._sync()
             return
         user_id, client_id = event["u"], event["id"]

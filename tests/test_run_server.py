@@ -4,8 +4,13 @@ reachable while it drains, so a load balancer polling /readyz sees the 503."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -15,6 +20,38 @@ from tests.chat.test_channel import LONG_KB, LONG_QUESTION
 from tests.conftest import TEST_SECRET
 from tests.processes import server_process
 from tests.test_instances import http_signup, message, ws_to
+
+
+@dataclass
+class Draining:
+    server: Any
+    session: aiohttp.ClientSession
+    token: str
+    ws: aiohttp.ClientWebSocketResponse
+    frames: list[dict]  # the reply's frames read before the signal
+
+
+@contextlib.asynccontextmanager
+async def draining(
+    tmp_path: Path, database_url: str, token_delay_ms: int, tokens: int
+) -> AsyncIterator[Draining]:
+    """A server process with a long reply under way (its first `tokens` tokens read),
+    just sent SIGTERM."""
+    env = {
+        "KNOWLEDGE_PATH": str(LONG_KB),
+        "LLM_TOKEN_DELAY_MS": str(token_delay_ms),
+        "SHUTDOWN_TIMEOUT_S": "30",
+    }
+    async with (
+        server_process(tmp_path, database_url, TEST_SECRET, **env) as server,
+        aiohttp.ClientSession() as session,
+    ):
+        token, _ = await http_signup(session, server.url)
+        ws, _ = await ws_to(session, server.ws_url, token)
+        await ws.send_str(message("drain", LONG_QUESTION))
+        frames = await recv_tokens(ws, tokens)
+        server.proc.send_signal(signal.SIGTERM)
+        yield Draining(server, session, token, ws, frames)
 
 
 async def _status(url: str) -> tuple[int, dict]:
@@ -27,17 +64,8 @@ async def _status(url: str) -> tuple[int, dict]:
 
 
 async def test_sigterm_keeps_listening_while_replies_drain(tmp_path, database_url, db):
-    slow = {"KNOWLEDGE_PATH": str(LONG_KB), "LLM_TOKEN_DELAY_MS": "15", "SHUTDOWN_TIMEOUT_S": "30"}
-    async with (
-        server_process(tmp_path, database_url, TEST_SECRET, **slow) as server,
-        aiohttp.ClientSession() as session,
-    ):
-        token, _ = await http_signup(session, server.url)
-        ws, _ = await ws_to(session, server.ws_url, token)
-        await ws.send_str(message("drain", LONG_QUESTION))
-        frames = await recv_tokens(ws, 3)
-        server.proc.send_signal(signal.SIGTERM)
-
+    async with draining(tmp_path, database_url, 15, tokens=3) as d:
+        server, frames = d.server, d.frames
         # New connections are still accepted; readiness fails as soon as the signal lands.
         deadline = time.monotonic() + 2
         while (status := await _status(server.url + "/readyz"))[0] == 200:
@@ -48,13 +76,15 @@ async def test_sigterm_keeps_listening_while_replies_drain(tmp_path, database_ur
 
         # A new WebSocket is refused with a JSON error; the open one keeps its reply.
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await session.ws_connect(server.ws_url, headers={"Authorization": f"Bearer {token}"})
+            await d.session.ws_connect(
+                server.ws_url, headers={"Authorization": f"Bearer {d.token}"}
+            )
         assert refused.value.status == 503
         status, body = await _status(server.url + "/api/v1/chat/ws")
         assert status == 503 and body["detail"]
         assert server.proc.poll() is None
 
-        more, msg = await recv_until_close(ws)
+        more, msg = await recv_until_close(d.ws)
         frames += more
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1001
         end = frames[-1]
@@ -79,16 +109,8 @@ async def test_sigterm_with_nothing_in_flight_stops_at_once(tmp_path, database_u
 
 
 async def test_a_second_signal_cuts_the_drain(tmp_path, database_url):
-    slow = {"KNOWLEDGE_PATH": str(LONG_KB), "LLM_TOKEN_DELAY_MS": "200", "SHUTDOWN_TIMEOUT_S": "30"}
-    async with (
-        server_process(tmp_path, database_url, TEST_SECRET, **slow) as server,
-        aiohttp.ClientSession() as session,
-    ):
-        token, _ = await http_signup(session, server.url)
-        ws, _ = await ws_to(session, server.ws_url, token)
-        await ws.send_str(message("cut", LONG_QUESTION))
-        await recv_tokens(ws, 1)
-        server.proc.send_signal(signal.SIGTERM)
+    async with draining(tmp_path, database_url, 200, tokens=1) as d:
+        server = d.server
         await asyncio.sleep(0.5)
         assert server.proc.poll() is None  # draining
         started = time.monotonic()

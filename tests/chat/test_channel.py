@@ -569,10 +569,13 @@ async def test_a_peer_answering_pings_stays(client, user, monkeypatch):
 async def test_without_a_rate_limit_a_burst_of_messages_is_all_answered(
     aiohttp_client, make_settings
 ):
-    client = await aiohttp_client(create_app(make_settings(chat_rate_per_minute=0)))
+    # Replies take a while (a 2 ms token delay) while the messages are acked at once, so
+    # they queue up on the connection: more than 32 of them wait at one point.
+    settings = make_settings(chat_rate_per_minute=0, llm_token_delay_ms=2.0)
+    client = await aiohttp_client(create_app(settings))
     _, token, _ = await signup(client)
     ws = await connect(client, token)
-    ids = [f"burst{i}" for i in range(120)]
+    ids = [f"burst{i}" for i in range(40)]
     await asyncio.gather(*(send_message(ws, i, f"green tea {i}") for i in ids))
     acked, ended = set(), set()
     while len(ended) < len(ids):

@@ -67,9 +67,10 @@ async def begin_shutdown(app: web.Application) -> None:
     503 and new WebSockets are refused at once, and the replies in flight get up to
     SHUTDOWN_TIMEOUT_S to finish (then they are stopped and stored). The listener closes
     after this; on_shutdown then tells the WebSockets to go away (1001)."""
+    from server.chat.setup import drain_chat
+
     app[keys.STATE]["shutting_down"] = True
-    if keys.REPLIES in app:  # absent when start-up failed
-        await app[keys.REPLIES].close(app[keys.SETTINGS].shutdown_timeout_s)
+    await drain_chat(app)
 
 
 async def on_shutdown(app: web.Application) -> None:

@@ -33,12 +33,20 @@ async def chat_context(app: web.Application) -> AsyncIterator[None]:
     await fanout.close()
 
 
+async def drain_chat(app: web.Application) -> None:
+    """New messages are refused; the replies in flight get SHUTDOWN_TIMEOUT_S to finish,
+    then are stopped and stored. A second call finds nothing left to wait for."""
+    if keys.REPLIES not in app:  # absent when start-up failed
+        return
+    app[keys.STATE]["shutting_down"] = True
+    await app[keys.REPLIES].close(app[keys.SETTINGS].shutdown_timeout_s)
+
+
 async def shutdown_chat(app: web.Application) -> None:
     """In-flight replies are stored first; then every socket is told the server goes away."""
     if keys.REPLIES not in app:
         return
-    app[keys.STATE]["shutting_down"] = True
-    await app[keys.REPLIES].close(app[keys.SETTINGS].shutdown_timeout_s)
+    await drain_chat(app)
     connections = list(app[keys.CONNECTIONS])
     for conn in connections:
         conn.close_soon(CloseCode.GOING_AWAY, "server shutting down")

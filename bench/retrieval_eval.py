@@ -1,4 +1,4 @@
-"""Retrieval quality and speed on the shared SQuAD-derived test set.
+"""Retrieval quality and speed on the SQuAD-derived test set in bench/data (CC BY-SA 4.0).
 
     python bench/retrieval_eval.py [--data DIR] [--no-scale]
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.answers.knowledge import Document, Passage, load_documents, split_passages
 from server.answers.retriever import Hit, Index, keyword_baseline
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "retrieval-eval"
+DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "retrieval-eval"
 Search = Callable[[str, int], list[Hit]]
 
 
@@ -71,7 +71,7 @@ def load_eval(data_dir: Path) -> tuple[list[Document], list[Query]]:
     if not docs_path.is_file() or not queries_path.is_file():
         raise FileNotFoundError(
             f"retrieval-eval data not found in {data_dir.resolve()} (expected documents.jsonl"
-            " and queries.jsonl; see /work/shared/data/retrieval-eval/README.md)"
+            " and queries.jsonl; see bench/data/retrieval-eval/README.md)"
         )
     docs = load_documents(docs_path)
     queries = []

@@ -175,7 +175,7 @@ def test_keyword_baseline_counts_matching_keywords_ties_by_order() -> None:
     assert search("the of and", 3) == []
 
 
-# --- the evaluation on the shared SQuAD-derived data ----------------------------------------
+# --- the evaluation on the SQuAD-derived data in bench/data ----------------------------------------
 
 
 def load_eval_script():
@@ -191,11 +191,6 @@ def load_eval_script():
 
 def test_retrieval_eval_beats_the_keyword_baseline() -> None:
     bench = load_eval_script()
-    if not (bench.DEFAULT_DATA / "documents.jsonl").is_file():
-        pytest.fail(
-            f"retrieval-eval data missing at {bench.DEFAULT_DATA.resolve()}: the shared "
-            "folder (shared/data/retrieval-eval) must sit beside the repository"
-        )
     rows = {(r.retriever, r.subset): r.metrics for r in bench.run(bench.DEFAULT_DATA)}
     ours = rows[("BM25F (ours, passages as served)", "all")]
     baseline = rows[("keyword match (original design)", "all")]

@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -218,15 +219,17 @@ def serve_workers(settings: Settings) -> None:
         print("error: WORKERS above 1 needs a fixed PORT (not 0)", file=sys.stderr)
         raise SystemExit(2)
     env = dict(os.environ)
-    if settings.database_url is None:
-        from server.db.pool import start_embedded
+    with ExitStack() as stack:
+        if settings.database_url is None:  # stopped once every worker has exited
+            from server.db.pool import embedded_postgres
 
-        env["DATABASE_URL"] = start_embedded(settings.var_dir)
-        log.info("using the embedded PostgreSQL in %s", settings.var_dir / "pgdata")
-    env["SECRET_KEY"] = settings.with_secret().secret_key
-    log.info("serving on %s:%d with %d workers", settings.host, settings.port, settings.workers)
-    supervisor = Supervisor(settings.workers, env, settings.shutdown_timeout_s + 15)
-    raise SystemExit(supervisor.run())
+            env["DATABASE_URL"] = stack.enter_context(embedded_postgres(settings.var_dir))
+            log.info("using the embedded PostgreSQL in %s", settings.var_dir / "pgdata")
+        env["SECRET_KEY"] = settings.with_secret().secret_key
+        log.info("serving on %s:%d with %d workers", settings.host, settings.port, settings.workers)
+        supervisor = Supervisor(settings.workers, env, settings.shutdown_timeout_s + 15)
+        status = supervisor.run()
+    raise SystemExit(status)
 
 
 def purge(settings: Settings) -> None:

@@ -9,7 +9,6 @@ still listens.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -31,11 +30,14 @@ log = logging.getLogger(__name__)
 
 async def database_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    dsn = settings.database_url
-    if dsn is None:
-        dsn = await asyncio.to_thread(db_pool.start_embedded, settings.var_dir)
-        log.info("using the embedded PostgreSQL in %s", settings.var_dir / "pgdata")
-    async with db_pool.open_pool(dsn, settings.db_pool_min, settings.db_pool_max) as pool:
+    async with AsyncExitStack() as stack:
+        dsn = settings.database_url
+        if dsn is None:  # stopped after the pool closes, when this server started it
+            dsn = await stack.enter_async_context(db_pool.embedded_postgres_async(settings.var_dir))
+            log.info("using the embedded PostgreSQL in %s", settings.var_dir / "pgdata")
+        pool = await stack.enter_async_context(
+            db_pool.open_pool(dsn, settings.db_pool_min, settings.db_pool_max)
+        )
         async with pool.acquire() as conn:
             await migrate(conn)
         app[keys.POOL] = pool

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -361,10 +361,11 @@ async def purge_from_cli(settings: Settings) -> int:
     from server.db.migrations import migrate
     from server.http import dumps
 
-    dsn = settings.database_url
-    if dsn is None:
-        dsn = await asyncio.to_thread(db_pool.start_embedded, settings.var_dir)
-    async with db_pool.open_pool(dsn, 1, 1) as pool:
+    async with AsyncExitStack() as stack:
+        dsn = settings.database_url
+        if dsn is None:
+            dsn = await stack.enter_async_context(db_pool.embedded_postgres_async(settings.var_dir))
+        pool = await stack.enter_async_context(db_pool.open_pool(dsn, 1, 1))
         async with pool.acquire() as conn:
             await migrate(conn)
         job = PurgeJob(pool.acquire, settings.history_retention_days, settings.purge_batch_size)

@@ -28,8 +28,9 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="session")
-def admin_database_url() -> str:
-    return scratch.admin_url(ROOT / "var" / "test")
+def admin_database_url() -> Iterator[str]:
+    with scratch.admin_database(ROOT / "var" / "test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import aiohttp
 import asyncpg
 import pytest
 
 from server.db import scratch
-from server.db.pool import start_embedded, stop_embedded
+from server.db.pool import embedded_running, start_embedded, stop_embedded
 from tests.conftest import PASSWORD, unique_email
 from tests.processes import server_process
 
@@ -51,3 +52,27 @@ async def test_scratch_databases_keep_a_unix_socket_url(embedded_dir):
             assert (await conn.fetchval("SELECT current_database()")).startswith("chat_socket_")
         finally:
             await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("sig", "workers"),
+    [(signal.SIGTERM, "1"), (signal.SIGINT, "1"), (signal.SIGTERM, "2")],
+    ids=["sigterm", "ctrl-c", "workers-parent"],
+)
+async def test_the_embedded_database_stops_with_the_server(embedded_dir, monkeypatch, sig, workers):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    var = embedded_dir / "var"
+    async with server_process(embedded_dir, "", "", WORKERS=workers) as server:
+        assert embedded_running(var)
+        assert await server.stop(sig) == 0
+        assert "stopped the embedded PostgreSQL" in server.output()
+    assert not embedded_running(var)
+
+
+async def test_a_database_started_by_another_process_is_left_running(embedded_dir, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    var = embedded_dir / "var"
+    await asyncio.to_thread(start_embedded, var)
+    async with server_process(embedded_dir, "", "") as server:
+        assert await server.stop() == 0
+    assert embedded_running(var)

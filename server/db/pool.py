@@ -6,8 +6,8 @@ import asyncio
 import logging
 import os
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 def start_embedded(var_dir: Path) -> str:
     """Start (or reuse) the `pgserver` PostgreSQL whose data lives in `var_dir/pgdata`.
 
-    Blocking: call it in a thread. The server outlives this process on purpose,
-    so restarts are quick and several local processes can share it.
+    Blocking: call it in a thread. A server already running on that folder (another
+    local process's) is reused; `embedded_postgres` stops what it started.
     """
     import pgserver  # imported lazily: only embedded mode needs it
 
@@ -28,6 +28,17 @@ def start_embedded(var_dir: Path) -> str:
     pgdata.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode=None)
     return server.get_uri()
+
+
+def embedded_running(var_dir: Path) -> bool:
+    """Whether a PostgreSQL runs on `var_dir/pgdata` (its postmaster.pid names a live process)."""
+    pid_file = (var_dir / "pgdata" / "postmaster.pid").resolve()
+    try:
+        pid = int(pid_file.read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def stop_embedded(var_dir: Path) -> None:
@@ -46,6 +57,41 @@ def stop_embedded(var_dir: Path) -> None:
         # As root, pgserver runs PostgreSQL as its own `pgserver` user.
         user="pgserver" if os.getuid() == 0 else None,
     )
+
+
+@contextmanager
+def embedded_postgres(var_dir: Path) -> Iterator[str]:
+    """The embedded PostgreSQL for the life of the block: its URI (blocking).
+
+    Stopped at the end when this block started it, so a stopped server leaves no
+    PostgreSQL behind; one that was already running (another local process's: a
+    second server, the test suite) is left running for its owner.
+    """
+    started = not embedded_running(var_dir)
+    uri = start_embedded(var_dir)
+    if started:
+        log.info("started the embedded PostgreSQL in %s", var_dir / "pgdata")
+    try:
+        yield uri
+    finally:
+        if started and embedded_running(var_dir):
+            try:
+                stop_embedded(var_dir)
+            except subprocess.CalledProcessError as exc:
+                log.warning("could not stop the embedded PostgreSQL: %s", exc.stderr)
+            else:
+                log.info("stopped the embedded PostgreSQL")
+
+
+@asynccontextmanager
+async def embedded_postgres_async(var_dir: Path) -> AsyncIterator[str]:
+    """`embedded_postgres` for a running event loop: start and stop in a thread."""
+    block = embedded_postgres(var_dir)
+    uri = await asyncio.to_thread(block.__enter__)
+    try:
+        yield uri
+    finally:
+        await asyncio.to_thread(block.__exit__, None, None, None)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

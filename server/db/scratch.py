@@ -9,16 +9,31 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import asyncpg
 from yarl import URL
 
 
+@contextmanager
+def admin_database(embedded_dir: Path) -> Iterator[str]:
+    """DATABASE_URL, or an embedded PostgreSQL whose data lives in `embedded_dir` for the
+    life of the block (stopped afterwards if the block started it; blocking)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    from server.db.pool import embedded_postgres
+
+    with embedded_postgres(embedded_dir) as url:
+        yield url
+
+
 def admin_url(embedded_dir: Path) -> str:
-    """DATABASE_URL, or an embedded PostgreSQL whose data lives in `embedded_dir` (blocking)."""
+    """DATABASE_URL, or an embedded PostgreSQL in `embedded_dir` left running (blocking):
+    for benchmarks, which are run again and again."""
     url = os.environ.get("DATABASE_URL")
     if url:
         return url

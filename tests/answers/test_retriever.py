@@ -175,7 +175,7 @@ def test_keyword_baseline_counts_matching_keywords_ties_by_order() -> None:
     assert search("the of and", 3) == []
 
 
-# --- the evaluation on the SQuAD-derived data in bench/data ----------------------------------------
+# --- the evaluation on the SQuAD-derived data in bench/data ----------------------------
 
 
 def load_eval_script():

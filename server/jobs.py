@@ -36,8 +36,8 @@ from aiohttp import web
 from cronsim import CronSim
 
 from server import keys
-from server.auth.views import current_user
-from server.http import APIError, json_response
+from server.auth.guards import require_admin
+from server.http import json_response
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -310,16 +310,10 @@ def _next_run(spec: str) -> datetime | None:
         return None
 
 
-async def _require_admin(request: web.Request) -> None:
-    user = await current_user(request)
-    if user["email"].lower() not in request.app[keys.SETTINGS].admin_emails:
-        raise APIError(403, "admin only: your email is not in ADMIN_EMAILS")
-
-
 async def purge_status(request: web.Request) -> web.Response:
     """GET /api/v1/admin/purge: this instance's last run, the newest successful run of any
     instance, the schedule and the retention."""
-    await _require_admin(request)
+    await require_admin(request)
     settings = request.app[keys.SETTINGS]
     job = keys.get(request.app, keys.PURGE)
     last_ok = await job.newest_ok()
@@ -336,7 +330,7 @@ async def purge_status(request: web.Request) -> web.Response:
 
 async def purge_now(request: web.Request) -> web.Response:
     """POST /api/v1/admin/purge: run the purge now and answer with its result."""
-    await _require_admin(request)
+    await require_admin(request)
     result = await keys.get(request.app, keys.PURGE).run_now()
     return json_response(result.as_json())
 

@@ -123,7 +123,18 @@ def _cron(name: str, raw: str) -> str:
 
 
 def _emails(name: str, raw: str) -> frozenset[str]:
-    return frozenset(e.strip().lower() for e in raw.split(",") if e.strip())
+    """Normalised as every account's email is (`server.auth.emails`), so they compare."""
+    from server.auth.emails import EmailError, email_key
+
+    out = set()
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        try:
+            out.add(email_key(entry))
+        except EmailError as exc:
+            raise SettingsError(f"{name}: {entry!r} is not a valid email address ({exc})") from None
+    return frozenset(out)
 
 
 def _path(name: str, raw: str) -> Path:

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from protocol import MAX_ID_CHARS, MAX_TEXT_CHARS, ErrorCode
 from server import keys
-from server.auth.views import current_user
+from server.auth.guards import current_user
 from server.chat.channel import begin_reply, new_client_id
 from server.chat.replies import split_tokens
 from server.chat.store import IdConflict, RateLimited

@@ -259,7 +259,8 @@ async def test_admin_endpoint_shows_and_runs_the_purge(aiohttp_client, make_sett
     admin_email = unique_email("Admin")
     settings = make_settings(admin_emails=frozenset({admin_email.lower()}), purge_cron="0 4 * * *")
     client = await aiohttp_client(create_app(settings))
-    _, admin_token, _ = await signup(client, admin_email)
+    _, admin_token, admin_id = await signup(client, admin_email)
+    await db.execute("UPDATE users SET is_verified = true WHERE id = $1", admin_id)
     _, user_token, user_id = await signup(client)
     admin = {"Authorization": f"Bearer {admin_token}"}
     user = {"Authorization": f"Bearer {user_token}"}
@@ -342,11 +343,12 @@ async def test_run_server_purge_command(client, db, database_url, held: bool):
 
 
 async def test_an_admin_sees_the_newest_run_of_any_instance(
-    aiohttp_client, make_settings, database_url
+    aiohttp_client, make_settings, database_url, db
 ):
     admin_email = unique_email("admin")
     client = await aiohttp_client(create_app(make_settings(admin_emails=frozenset({admin_email}))))
-    _, admin_token, _ = await signup(client, admin_email)
+    _, admin_token, admin_id = await signup(client, admin_email)
+    await db.execute("UPDATE users SET is_verified = true WHERE id = $1", admin_id)
     elsewhere = PurgeJob(connector(database_url), retention_days=30)  # another instance
 
     ran = await elsewhere.run_once()

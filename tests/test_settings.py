@@ -58,6 +58,8 @@ def test_values_are_parsed():
         ({"PURGE_CRON": "every day"}, "PURGE_CRON"),
         ({"PURGE_CRON": "61 * * * *"}, "PURGE_CRON"),
         ({"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"),
+        ({"ADMIN_EMAILS": "boss@example.com, İnfo@example.com"}, "ADMIN_EMAILS"),
+        ({"ADMIN_EMAILS": "not-an-address"}, "ADMIN_EMAILS"),
         ({"REQUIRE_VERIFIED_EMAIL": "maybe"}, "REQUIRE_VERIFIED_EMAIL"),
         ({"DATABASE_URL": "mysql://x/y", "SECRET_KEY": KEY}, "DATABASE_URL"),
         ({"DATABASE_URL": "postgresql://x/y"}, "SECRET_KEY"),

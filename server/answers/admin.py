@@ -1,9 +1,7 @@
 """The admin REST API for the knowledge base: list, read, add, replace, delete documents.
 
-Only users whose email is in ``ADMIN_EMAILS`` and verified may call it (403
-otherwise, 401 without a valid token): while email verification is optional,
-anyone could sign up first with an admin address that has no account yet, and
-only the owner of the mailbox can verify it.
+Only admins may call it (``server.auth.guards.require_admin``: a verified user whose
+email is in ``ADMIN_EMAILS``; 403 otherwise, 401 without a valid token).
 
 A change commits with its NOTIFY (``store``); the view then waits for this
 instance's index to include it, so the very next question here sees it, while
@@ -22,7 +20,7 @@ from aiohttp import web
 from server import keys
 from server.answers import store
 from server.answers.knowledge import Document
-from server.auth.views import current_user
+from server.auth import guards
 from server.http import APIError, check_fields, json_response, read_json
 
 routes = web.RouteTableDef()
@@ -85,12 +83,8 @@ def document_body(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def require_admin(request: web.Request) -> store.LiveKnowledge:
-    """The knowledge base, for an admin; 401 without a valid token, 403 for anyone else."""
-    user = await current_user(request)
-    if user["email"].lower() not in request.app[keys.SETTINGS].admin_emails:
-        raise APIError(403, "only administrators may do this")
-    if not user["is_verified"]:
-        raise APIError(403, "verify your email address before using the admin API")
+    """The knowledge base, for an admin (`guards.require_admin`)."""
+    await guards.require_admin(request)
     return request.app[keys.KNOWLEDGE]
 
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from email_validator import EmailNotValidError, validate_email
 
 from server import keys
+from server.auth.guards import UNAUTHORIZED, current_user
 from server.auth.passwords import password_problem
 from server.auth.tokens import VERIFY, TokenError
 from server.db import queries
@@ -21,7 +22,6 @@ routes = web.RouteTableDef()
 LOGIN_WINDOW_S = 60
 # One address may fail this many times more than one email (a NAT hides many users).
 ADDRESS_FACTOR = 5
-UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
 def normalise_email(raw: str) -> str:
@@ -45,26 +45,6 @@ def login_body(app: web.Application, user_id: int) -> dict[str, Any]:
     tokens = app[keys.TOKENS]
     token, _ = tokens.issue(user_id)
     return {"access_token": token, "token_type": "bearer", "expires_in": tokens.access_ttl_s}
-
-
-def bearer_token(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise APIError(401, "not authenticated", UNAUTHORIZED)
-    return token.strip()
-
-
-async def current_user(request: web.Request) -> Any:
-    """The active user named by the request's bearer token, or a 401."""
-    try:
-        claims = request.app[keys.TOKENS].verify(bearer_token(request))
-    except TokenError as exc:
-        raise APIError(401, str(exc), UNAUTHORIZED) from None
-    user = await queries.user_by_id(request.app[keys.POOL], claims.user_id)
-    if user is None or not user["is_active"]:
-        raise APIError(401, "invalid token", UNAUTHORIZED)
-    return user
 
 
 def client_address(request: web.Request) -> str:

@@ -145,7 +145,7 @@ async def test_admin_email_must_be_verified(kb_client, db, admin_email):
     headers = {"Authorization": f"Bearer {token}"}
     resp = await kb_client.get(DOCS, headers=headers)
     assert resp.status == 403
-    assert "verify" in (await resp.json())["detail"]
+    assert "verified" in (await resp.json())["detail"]
     await db.execute("UPDATE users SET is_verified = true WHERE id = $1", user_id)
     assert await listed(kb_client, headers) == SEEDED
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 import uuid
 from collections import deque
@@ -48,6 +47,7 @@ from protocol import (
     encode_bytes,
     format_timestamp,
 )
+from protocol.wire import text_frame_header
 from server import keys
 from server.auth.tokens import Claims, TokenError
 from server.chat.replies import Reply
@@ -68,20 +68,6 @@ MIRROR_WAIT_S = 1.0  # how long a resume waits for another instance's reply to s
 CLOSE_WAIT_S = 15.0  # a closing handshake's longest wait: flush, then the peer's close
 EXPIRY_WARNING_S = 30.0
 PONG = encode_bytes(Pong())
-
-
-def text_frame_header(size: int) -> bytes:
-    """The header of an unmasked, final WebSocket text frame of `size` bytes (RFC 6455 5.2)."""
-    if size < 126:
-        return _HEADER_1(0x81, size)
-    if size < 65536:
-        return _HEADER_2(0x81, 126, size)
-    return _HEADER_3(0x81, 127, size)
-
-
-_HEADER_1 = struct.Struct("!BB").pack
-_HEADER_2 = struct.Struct("!BBH").pack
-_HEADER_3 = struct.Struct("!BBQ").pack
 
 
 class Connection:

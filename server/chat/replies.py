@@ -26,9 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-import orjson
-
 from protocol import End, Error, ErrorCode, FinishReason, Pending, encode_bytes
+from protocol.wire import ReplyFrames
 from server.answers.llm.base import LLMError
 from server.chat.store import ChatStore
 
@@ -74,10 +73,10 @@ class Reply:
     phase: str = "waiting"
     task: asyncio.Task[None] | None = None
     done_callbacks: list[Callable[[], None]] = field(default_factory=list)
-    _token_prefix: bytes = b""
+    frames: ReplyFrames = field(init=False)
 
     def __post_init__(self) -> None:
-        self._token_prefix = b'{"type":"token","id":' + orjson.dumps(self.id) + b',"seq":'
+        self.frames = ReplyFrames(self.id)
 
     @property
     def key(self) -> tuple[int, str]:
@@ -87,11 +86,8 @@ class Reply:
     def started(self) -> bool:
         return self.sources is not None
 
-    def token_frame(self, seq: int, text: str) -> bytes:
-        return b'%s%d,"text":%s}' % (self._token_prefix, seq, orjson.dumps(text))
-
     def start_frame(self) -> bytes:
-        return orjson.dumps({"type": "start", "id": self.id, "sources": self.sources or []})
+        return self.frames.start(self.sources or [])
 
     def emit(self, frame: bytes) -> None:
         for listener in self.followers:
@@ -108,7 +104,7 @@ class Reply:
             seq = len(self.tokens)
             self.tokens.append(piece)
             if self.followers:
-                self.emit(self.token_frame(seq, piece))
+                self.emit(self.frames.token(seq, piece))
 
     def fail(self, code: ErrorCode, message: str) -> None:
         self.error_code = code
@@ -136,7 +132,7 @@ class Reply:
         if self.started:
             listener.push(self.start_frame())
             for seq in range(max(after_seq + 1, 0), len(self.tokens)):
-                listener.push(self.token_frame(seq, self.tokens[seq]))
+                listener.push(self.frames.token(seq, self.tokens[seq]))
         if self.end_frame is not None:
             if not self.started:
                 listener.push(self.start_frame())
@@ -347,10 +343,10 @@ class ReplyManager:
             return "no_reply"
         tokens = split_tokens(row["message"], row["token_lengths"])
         sources = row["sources"] or []
-        listener.push(orjson.dumps({"type": "start", "id": client_id, "sources": sources}))
-        reply = Reply(user_id, client_id, row["message_id"], row["question"], local=False)
+        frames = ReplyFrames(client_id)
+        listener.push(frames.start(sources))
         for seq in range(max(after_seq + 1, 0), len(tokens)):
-            listener.push(reply.token_frame(seq, tokens[seq]))
+            listener.push(frames.token(seq, tokens[seq]))
         listener.push(
             encode_bytes(End(client_id, row["reply_id"], row["message"], row["finish_reason"]))
         )

@@ -38,7 +38,7 @@ from checks import (
     stop_private_postgres,
 )
 
-from server.chat.fanout import LISTENER_PREFIX
+from server.fanout.postgres import LISTENER_PREFIX
 from tests.processes import server_process
 
 

@@ -17,7 +17,10 @@ import orjson
 
 from server import keys
 from server.app import create_app
-from server.chat.fanout import GONE_AFTER_S, LISTENER_PREFIX, PEER_POLL_S
+from server.chat.fanout import GONE_AFTER_S, PEER_POLL_S
+from server.fanout.backend import Received
+from server.fanout.events import Hello
+from server.fanout.postgres import LISTENER_PREFIX
 from tests.chat.conftest import connect, recv, recv_until
 from tests.conftest import PASSWORD, TEST_SECRET, signup, unique_email
 from tests.processes import free_port, server_process
@@ -92,24 +95,22 @@ async def test_an_instance_alone_publishes_nothing(aiohttp_client, make_settings
 
 
 async def test_a_hello_heard_while_the_peer_list_is_read_is_not_forgotten(
-    aiohttp_client, make_settings
+    aiohttp_client, make_settings, monkeypatch
 ):
     client = await aiohttp_client(create_app(make_settings()))
     fanout = client.app[keys.FANOUT]
-    pool = fanout.pool
+    peers = fanout.backend.peers
 
-    class SlowPool:
+    async def slow_peers():
         """The list of listeners, read before the newcomer listened, arrives late."""
+        listed = await peers()
+        await asyncio.sleep(0.2)
+        return listed
 
-        async def fetch(self, *args):
-            rows = await pool.fetch(*args)
-            await asyncio.sleep(0.2)
-            return rows
-
-    fanout.pool = SlowPool()
+    monkeypatch.setattr(fanout.backend, "peers", slow_peers)
     polling = asyncio.create_task(fanout.poll_peers())
     await asyncio.sleep(0.05)
-    await fanout._apply({"k": "hello", "o": "newcomer"})
+    await fanout._apply(Received("newcomer", Hello()))
     assert "newcomer" in await polling
     assert "newcomer" in fanout.peers
 

@@ -12,6 +12,7 @@ from server.chat.channel import Connections, chat_ws
 from server.chat.fanout import FanOut
 from server.chat.replies import ReplyManager
 from server.chat.store import ChatStore
+from server.fanout.postgres import PostgresBackend
 
 
 async def chat_context(app: web.Application) -> AsyncIterator[None]:
@@ -20,7 +21,7 @@ async def chat_context(app: web.Application) -> AsyncIterator[None]:
     store = ChatStore(pool, settings.chat_rate_per_minute)
     replies = ReplyManager(store, app[keys.PIPELINE])
     connections = Connections()
-    fanout = FanOut(app[keys.STATE]["dsn"], pool, replies, connections)
+    fanout = FanOut(PostgresBackend(app[keys.STATE]["dsn"], pool), replies, connections)
     replies.fanout = fanout
     app[keys.REPLIES] = replies
     app[keys.CONNECTIONS] = connections

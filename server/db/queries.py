@@ -117,6 +117,10 @@ async def delete_history(db: Executor, user_id: int) -> int:
     return int(result.split()[-1])
 
 
+async def message_text(db: Executor, message_id: int) -> str | None:
+    return await db.fetchval("SELECT message FROM chat_history WHERE id = $1", message_id)
+
+
 def history_item(row: asyncpg.Record) -> dict[str, Any]:
     item: dict[str, Any] = {
         "id": row["id"],
@@ -131,3 +135,26 @@ def history_item(row: asyncpg.Record) -> dict[str, Any]:
         item["finish_reason"] = row["finish_reason"]
         item["sources"] = row["sources"] or []
     return item
+
+
+# -- notifications ---------------------------------------------------------------------
+
+
+async def notify(db: Executor, channel: str, payload: str) -> None:
+    await db.execute("SELECT pg_notify($1, $2)", channel, payload)
+
+
+async def notify_many(db: Executor, channel: str, payloads: list[str]) -> None:
+    """Several notifications in one round trip, delivered in order."""
+    await db.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", channel, payloads)
+
+
+async def listeners_named(db: Executor, prefix: str) -> list[str]:
+    """What follows `prefix` in the application_name of this database's sessions that have it."""
+    rows = await db.fetch(
+        "SELECT substr(application_name, $1) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name LIKE $2",
+        len(prefix) + 1,
+        prefix + "%",
+    )
+    return [r[0] for r in rows]

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from server import keys
 from server.answers import admin
-from server.http import json_response
+from server.http import BIGINT_MAX, json_response
 
 ASSETS = Path(aiohttp_swagger3.__file__).parent
 
@@ -61,7 +61,11 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 STR = {"type": "string"}
+# Request text: the server refuses a NUL character anywhere (422), so the schema says so.
+NO_NUL = "^[^\\u0000]*$"
+TEXT = {"type": "string", "pattern": NO_NUL}
 INT = {"type": "integer"}
+INT64 = {"type": "integer", "format": "int64", "maximum": BIGINT_MAX}
 BOOL = {"type": "boolean"}
 TS = {"type": "string", "format": "date-time"}
 
@@ -72,10 +76,10 @@ SCHEMAS: dict[str, Any] = {
     ),
     "Credentials": _obj(
         ["email", "password"],
-        email={"type": "string", "format": "email"},
-        password={"type": "string", "minLength": 8, "description": "8 to 72 UTF-8 bytes"},
+        email={"type": "string", "format": "email", "pattern": NO_NUL},
+        password={**TEXT, "minLength": 8, "description": "8 to 72 UTF-8 bytes"},
     ),
-    "LoginForm": _obj(["username", "password"], username=STR, password=STR),
+    "LoginForm": _obj(["username", "password"], username=TEXT, password=TEXT),
     "Token": _obj(
         ["access_token", "token_type", "expires_in"],
         access_token=STR,
@@ -110,12 +114,13 @@ SCHEMAS: dict[str, Any] = {
     ),
     "ChatRequest": _obj(
         ["message"],
-        message={"type": "string", "minLength": 1, "maxLength": 4000},
+        message={**TEXT, "minLength": 1, "maxLength": 4000},
         id={
-            "type": "string",
+            **TEXT,
             "minLength": 1,
             "maxLength": 64,
-            "description": "the client's id for this message; a resend is idempotent",
+            "nullable": True,
+            "description": "the client's id for this message; a resend is idempotent (null: none)",
         },
     ),
     "ChatResponse": _obj(
@@ -208,7 +213,7 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                 "Verify an email address from the emailed link",
                 "auth",
                 {"200": _json({"type": "object"}, "Verified"), **_errors(400)},
-                parameters=[{"name": "token", "in": "query", "required": True, "schema": STR}],
+                parameters=[{"name": "token", "in": "query", "required": True, "schema": TEXT}],
             )
         },
         "/api/v1/auth/me": {
@@ -258,7 +263,7 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                         "name": "before",
                         "in": "query",
                         "description": "only messages with a smaller id (exclusive)",
-                        "schema": INT,
+                        "schema": {**INT64, "minimum": 1},
                     },
                 ],
             ),
@@ -275,6 +280,7 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                 "chat",
                 {
                     "101": {"description": "Switching protocols"},
+                    "400": _json(_ref("Error"), "Not a WebSocket handshake"),
                     "401": {"description": "Bad header token"},
                     "403": {"description": "Origin not allowed"},
                 },

@@ -7,9 +7,11 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
 JSON = "application/json"
+BIGINT_MAX = 2**63 - 1  # the largest id PostgreSQL's bigint holds
 _DUMPS_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
@@ -77,7 +79,11 @@ async def read_json(request: web.Request) -> Any:
 async def read_form_or_json(request: web.Request) -> tuple[str, Mapping[str, Any]]:
     """('form', fields) for an urlencoded/multipart form, ('json', data) for JSON."""
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form: MultiDictProxy[Any] = await request.post()
+        try:
+            form: MultiDictProxy[Any] = await request.post()
+        except (ValueError, AssertionError, HttpProcessingError) as exc:
+            # aiohttp's parsers: a multipart type with no boundary, a broken part, bad bytes.
+            raise APIError(400, f"malformed form body: {exc}") from None
         return "form", {k: v for k, v in form.items() if isinstance(v, str)}
     return "json", await read_json(request)
 

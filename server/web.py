@@ -13,7 +13,14 @@ from server.chat.channel import begin_reply, new_client_id
 from server.chat.replies import split_tokens
 from server.chat.store import IdConflict, RateLimited
 from server.db import queries
-from server.http import APIError, check_fields, json_response, query_int, read_json
+from server.http import (
+    BIGINT_MAX,
+    APIError,
+    check_fields,
+    json_response,
+    query_int,
+    read_json,
+)
 
 routes = web.RouteTableDef()
 
@@ -93,7 +100,7 @@ async def _stored_answer(request: web.Request, user_id: int, message_id: int) ->
 async def history(request: web.Request) -> web.Response:
     user = await current_user(request)
     limit = query_int(request, "limit", HISTORY_DEFAULT, 1, HISTORY_MAX)
-    before = query_int(request, "before", None, 1, None)
+    before = query_int(request, "before", None, 1, BIGINT_MAX)
     rows = await queries.history(request.app[keys.POOL], user["id"], limit, before)
     return json_response([queries.history_item(r) for r in rows])
 

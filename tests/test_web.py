@@ -63,6 +63,22 @@ async def test_chat_bad_input_is_422(client, user, payload):
     assert "detail" in await resp.json()
 
 
+async def test_chat_takes_a_null_id_as_none(client, user):
+    """An optional field sent as null counts as absent (the contract's clarification)."""
+    resp = await client.post(
+        "/api/v1/chat/chat", json={"message": "hello", "id": None}, headers=user["headers"]
+    )
+    assert resp.status == 200, await resp.text()
+
+
+async def test_history_takes_the_largest_bigint_as_before(client, user):
+    resp = await client.get(
+        f"/api/v1/chat/chat-history?before={2**63 - 1}", headers=user["headers"]
+    )
+    assert resp.status == 200
+    assert await resp.json() == []
+
+
 async def test_chat_needs_a_token(client):
     resp = await client.post("/api/v1/chat/chat", json={"message": "hi"})
     assert resp.status == 401
@@ -94,7 +110,9 @@ async def test_history_pages_oldest_first_and_is_private(client, user):
     assert older == items[-4:-2]
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=501", "limit=abc", "before=x", "before=0"])
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=501", "limit=abc", "before=x", "before=0", f"before={2**63}"]
+)
 async def test_history_bad_query_is_422(client, user, query):
     resp = await client.get(f"/api/v1/chat/chat-history?{query}", headers=user["headers"])
     assert resp.status == 422

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 from aiohttp import web
@@ -61,13 +62,13 @@ def parse_document(data: Any, doc_id: str | None) -> Document:
         doc_id = check_id(fields["id"]) if "id" in fields else uuid.uuid4().hex
     elif "id" in fields and fields["id"] != doc_id:
         raise APIError(422, "id: must be the id in the path (or left out)")
-    topic = fields["topic"].strip()
-    content = fields["content"].strip()
-    if not 1 <= len(topic) <= MAX_TOPIC_CHARS:
-        raise APIError(422, f"topic: must be 1 to {MAX_TOPIC_CHARS} characters")
-    if not 1 <= len(content) <= MAX_CONTENT_CHARS:
-        raise APIError(422, f"content: must be 1 to {MAX_CONTENT_CHARS} characters")
-    return Document(doc_id, topic, content)
+    # The bounds hold for the text as sent; then it must not be blank once stripped.
+    topic, content = fields["topic"], fields["content"]
+    if not 1 <= len(topic) <= MAX_TOPIC_CHARS or not topic.strip():
+        raise APIError(422, f"topic: must be 1 to {MAX_TOPIC_CHARS} characters, not all blank")
+    if not 1 <= len(content) <= MAX_CONTENT_CHARS or not content.strip():
+        raise APIError(422, f"content: must be 1 to {MAX_CONTENT_CHARS} characters, not all blank")
+    return Document(doc_id, topic.strip(), content.strip())
 
 
 def document_body(row: asyncpg.Record) -> dict[str, Any]:
@@ -126,7 +127,9 @@ async def add_document(request: web.Request) -> web.Response:
     if added is None:
         raise APIError(409, f"a document with id {doc.id!r} exists; PUT replaces it")
     await _applied(live)
-    return json_response(document_body(added[0]), 201, headers={"Location": f"{BASE}/{doc.id}"})
+    return json_response(
+        document_body(added[0]), 201, headers={"Location": f"{BASE}/{quote(doc.id, safe='')}"}
+    )
 
 
 @routes.put(BASE + "/{id:.+}")
@@ -165,20 +168,42 @@ def openapi_paths() -> dict[str, Any]:
             "updated_at": {"type": "string", "format": "date-time"},
         },
     }
+    # The server strips BLANK around topic and content and refuses them blank; an id may
+    # not start or end with BLANK nor hold '#'; no NUL anywhere. The patterns say the same.
+    blank = (  # what str.isspace() calls space
+        "\\t\\n\\v\\f\\r\\u001c-\\u001f\\u0020\\u0085\\u00a0\\u1680"
+        "\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+    )
+    visible = f"[^\\u0000{blank}]"
     fields = {
-        "topic": {"type": "string", "minLength": 1, "maxLength": MAX_TOPIC_CHARS},
-        "content": {"type": "string", "minLength": 1, "maxLength": MAX_CONTENT_CHARS},
+        "topic": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_TOPIC_CHARS,
+            "pattern": f"^[^\\u0000]*{visible}[^\\u0000]*$",
+        },
+        "content": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_CONTENT_CHARS,
+            "pattern": f"^[^\\u0000]*{visible}[^\\u0000]*$",
+        },
+    }
+    no_hash = f"[^#\\u0000{blank}]"
+    id_schema = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_ID_CHARS,
+        "pattern": f"^{no_hash}([^#\\u0000]*{no_hash})?$",
     }
     new_document = {
         "type": "object",
         "required": ["topic", "content"],
         "properties": {
             "id": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": MAX_ID_CHARS,
-                "pattern": "^[^#]+$",
-                "description": "optional: a new id is made when left out",
+                **id_schema,
+                "nullable": True,
+                "description": "optional: a new id is made when left out (or null)",
             },
             **fields,
         },
@@ -215,7 +240,7 @@ def openapi_paths() -> dict[str, Any]:
     def body(schema: dict[str, Any]) -> dict[str, Any]:
         return {"required": True, "content": {"application/json": {"schema": schema}}}
 
-    id_param = {"name": "id", "in": "path", "required": True, "schema": string}
+    id_param = {"name": "id", "in": "path", "required": True, "schema": id_schema}
     applied = "; this instance answers from the change once this returns"
     return {
         BASE: {

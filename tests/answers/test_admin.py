@@ -218,6 +218,14 @@ async def test_an_unreadable_knowledge_file_stops_start_up_naming_the_setting(
         await runner.cleanup()
 
 
+async def test_an_id_with_control_characters_gets_an_encoded_location(kb_client, admin):
+    doc = {"id": "a\x04b/c d", "topic": "Odd id", "content": "An id may hold any character."}
+    resp = await kb_client.post(DOCS, json=doc, headers=admin)
+    assert resp.status == 201, await resp.text()
+    assert resp.headers["Location"] == f"{DOCS}/a%04b%2Fc%20d"
+    assert (await kb_client.delete(resp.headers["Location"], headers=admin)).status == 200
+
+
 # --- live updates: the very next answer ------------------------------------------------------
 
 

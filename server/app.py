@@ -9,6 +9,7 @@ still listens.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -41,7 +42,7 @@ async def database_context(app: web.Application) -> AsyncIterator[None]:
         async with pool.acquire() as conn:
             await migrate(conn)
         app[keys.POOL] = pool
-        app[keys.STATE]["dsn"] = dsn
+        app[keys.DSN] = dsn
         yield
 
 
@@ -71,13 +72,7 @@ async def begin_shutdown(app: web.Application) -> None:
     after this; on_shutdown then tells the WebSockets to go away (1001)."""
     from server.chat.setup import drain_chat
 
-    app[keys.STATE]["shutting_down"] = True
     await drain_chat(app)
-
-
-async def on_shutdown(app: web.Application) -> None:
-    """Readiness fails at once; the chat channel stores replies and closes sockets."""
-    app[keys.STATE]["shutting_down"] = True
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -96,7 +91,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[keys.SETTINGS] = settings
-    app[keys.STATE] = {"shutting_down": False}
+    app[keys.SHUTDOWN] = asyncio.Event()
     app[keys.HASHER] = PasswordHasher(settings.bcrypt_rounds)
     app[keys.TOKENS] = TokenIssuer(
         settings.secret_key,
@@ -111,7 +106,6 @@ def create_app(settings: Settings) -> web.Application:
     setup_answers(app)
     setup_chat(app)
     setup_jobs(app)
-    app.on_shutdown.append(on_shutdown)
     app.add_routes(auth_routes)
     app.add_routes(chat_routes)
     health.setup(app)

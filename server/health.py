@@ -18,7 +18,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """200 only while the database answers and the server is not shutting down."""
-    if request.app[keys.STATE]["shutting_down"]:
+    if request.app[keys.SHUTDOWN].is_set():
         return json_response({"status": "shutting down"}, 503, {"Retry-After": "5"})
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):

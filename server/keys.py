@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from server.answers.store import LiveKnowledge
     from server.auth.passwords import PasswordHasher
     from server.auth.tokens import TokenIssuer
-    from server.chat.channel import Connections
+    from server.chat.connection import Connections
     from server.chat.fanout import FanOut
     from server.chat.replies import ReplyManager
     from server.jobs import PurgeJob
@@ -32,7 +33,9 @@ REPLIES: web.AppKey[ReplyManager] = web.AppKey("replies")
 FANOUT: web.AppKey[FanOut] = web.AppKey("fanout")
 CONNECTIONS: web.AppKey[Connections] = web.AppKey("connections")
 PURGE: web.AppKey[PurgeJob] = web.AppKey("purge")
-STATE: web.AppKey[dict[str, Any]] = web.AppKey("state")
+DSN: web.AppKey[str] = web.AppKey("dsn")  # the database URL in use (embedded or given)
+#: Set once shutdown begins: /readyz answers 503, new WebSockets and messages are refused.
+SHUTDOWN: web.AppKey[asyncio.Event] = web.AppKey("shutdown")
 
 
 def get(app: web.Application, key: web.AppKey[Any]) -> Any:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from protocol import MAX_ID_CHARS, MAX_TEXT_CHARS, ErrorCode
 from server import keys
 from server.auth.guards import current_user
-from server.chat.channel import begin_reply, new_client_id
-from server.chat.replies import split_tokens
+from server.chat.replies import Reply, ShuttingDown, StoredAnswer, new_client_id
 from server.chat.store import IdConflict, RateLimited
 from server.db import queries
 from server.http import (
@@ -42,58 +39,36 @@ async def chat(request: web.Request) -> web.Response:
     message, client_id = data["message"], data.get("id")
     _check_text(message, client_id)
     client_id = client_id or new_client_id()
-    app = request.app
-    replies = app[keys.REPLIES]
-    if replies.closing:
-        raise APIError(503, "the server is shutting down", {"Retry-After": "5"})
     try:
-        stored = await replies.store.add_message(user["id"], client_id, message)
+        stored, reply = await request.app[keys.REPLIES].answer(user["id"], client_id, message)
+    except ShuttingDown:
+        raise APIError(503, "the server is shutting down", {"Retry-After": "5"}) from None
     except IdConflict:
         raise APIError(409, "this id is stored with another message") from None
     except RateLimited as exc:
         raise APIError(
             429, "too many messages; slow down", {"Retry-After": str(int(exc.retry_after + 0.999))}
         ) from None
-
-    reply = replies.get(user["id"], client_id)
-    if stored.created:
-        reply = begin_reply(app, user["id"], client_id, message, stored, None)
-    if reply is None:
-        answer = await _stored_answer(request, user["id"], stored.message_id)
-        if answer is None:  # stored, but nobody generates it (its instance was lost)
-            reply = replies.start(user["id"], client_id, stored.message_id, message, ())
-    if reply is not None:
-        await reply.done.wait()
+    if isinstance(reply, Reply):
         if reply.error_code is ErrorCode.UPSTREAM_ERROR:
             raise APIError(502, f"the language model failed to answer: {reply.error_message}")
         if reply.error_code is ErrorCode.UNAVAILABLE:
             raise APIError(503, "the database is unavailable", {"Retry-After": "5"})
-        answer = {
-            "response": "".join(reply.tokens),
-            "sources": reply.sources or [],
-            "reply_id": reply.reply_id,
-            "finish_reason": reply.finish_reason,
-        }
+        answer = StoredAnswer(
+            "".join(reply.tokens), reply.sources or [], reply.reply_id, reply.finish_reason
+        )
+    else:
+        answer = reply
     return json_response(
-        {**answer, "id": client_id, "message_id": stored.message_id}  # type: ignore[dict-item]
+        {
+            "response": answer.response,
+            "sources": answer.sources,
+            "reply_id": answer.reply_id,
+            "finish_reason": answer.finish_reason,
+            "id": client_id,
+            "message_id": stored.message_id,
+        }
     )
-
-
-async def _stored_answer(request: web.Request, user_id: int, message_id: int) -> Any:
-    row = await request.app[keys.POOL].fetchrow(
-        "SELECT id, message, sources, finish_reason, token_lengths FROM chat_history"
-        " WHERE reply_to = $1 AND user_id = $2",
-        message_id,
-        user_id,
-    )
-    if row is None:
-        return None
-    return {
-        "response": "".join(split_tokens(row["message"], row["token_lengths"])),
-        "sources": row["sources"] or [],
-        "reply_id": row["id"],
-        "finish_reason": row["finish_reason"],
-    }
 
 
 @routes.get("/api/v1/chat/chat-history")

@@ -68,7 +68,7 @@ async def answers_context(app: web.Application) -> AsyncIterator[None]:
         first_token_timeout_s=settings.llm_timeout_s * FIRST_TOKEN_TIMEOUT_FACTOR,
     )
     pipeline = await asyncio.to_thread(AnswerPipeline.from_documents, snap.documents, llm)
-    live = store.LiveKnowledge(pool, app[keys.STATE]["dsn"], collection, pipeline, snap.version)
+    live = store.LiveKnowledge(pool, app[keys.DSN], collection, pipeline, snap.version)
     app[keys.PIPELINE] = pipeline
     app[keys.KNOWLEDGE] = live
     log.info(

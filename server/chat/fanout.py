@@ -32,10 +32,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING
 
-from protocol import Echo, ErrorCode, FinishReason, encode_bytes, format_timestamp
 from server.db import queries
 from server.fanout.backend import Backend, Missed, Received
 from server.fanout.events import (
@@ -51,8 +49,7 @@ from server.fanout.events import (
 )
 
 if TYPE_CHECKING:
-    from server.chat.channel import Connections
-    from server.chat.replies import Reply, ReplyManager
+    from server.chat.replies import ReplyManager
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +59,45 @@ GONE_AFTER_S = 5.0
 LISTEN_WAIT_S = 10.0
 
 
-class FanOut:
-    """This instance's side of the fan-out: publisher, mirrors, peer watch."""
+class Outbox:
+    """What this instance tells the others. `peers` is who else listens, as last seen:
+    while it is empty nothing but `Hello` and `Cancel` is published, and the reply
+    manager builds no event at all (the hot path when alone)."""
 
-    def __init__(self, backend: Backend, replies: ReplyManager, connections: Connections) -> None:
+    def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self.peers: frozenset[str] = frozenset()
+
+    def publish(self, event: Event) -> None:
+        if self.peers:
+            self.backend.publish(event)
+
+    def cancel(self, user_id: int, client_id: str) -> None:
+        """Ask whichever instance generates the reply to stop it (sent even when alone)."""
+        self.backend.publish(Cancel(user_id, client_id))
+
+
+class FanOut:
+    """This instance's side of the fan-out: mirrors, the sync to newcomers, the peer watch.
+
+    Everything it does to a reply goes through the `ReplyManager`.
+    """
+
+    def __init__(self, backend: Backend, outbox: Outbox, replies: ReplyManager) -> None:
+        self.backend = backend
+        self.outbox = outbox
         self.instance = backend.instance
         self.replies = replies
-        self.connections = connections
-        self.peers: frozenset[str] = frozenset()  # other instances' ids, as last seen
+        self.listening = backend.listening
         self._tasks: list[asyncio.Task[None]] = []
         self._seen: dict[tuple[int, str], float] = {}
         self._origin: dict[tuple[int, str], str] = {}  # mirror → the instance generating it
         self._absent_since: dict[str, float] = {}
         self._hello_at: dict[str, float] = {}  # when each peer's last hello was heard
-        self.listening = backend.listening
+
+    @property
+    def peers(self) -> frozenset[str]:
+        return self.outbox.peers
 
     @property
     def sent(self) -> int:
@@ -104,56 +125,17 @@ class FanOut:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.backend.close()
 
-    # -- publishing (events of replies generated here) -------------------------------------
-
-    def message_stored(
-        self, user_id: int, client_id: str, message_id: int, text: str, timestamp: datetime
-    ) -> None:
-        if not self.peers:  # the hot path when alone: build nothing
-            return
-        self._publish(
-            MessageStored(user_id, client_id, message_id, format_timestamp(timestamp), text)
-        )
-
-    def started(self, reply: Reply) -> None:
-        if not self.peers:
-            return
-        self._publish(
-            Started(reply.user_id, reply.id, reply.message_id, tuple(reply.sources or ()))
-        )
-
-    def token(self, reply: Reply, piece: str) -> None:
-        if not self.peers:
-            return
-        self._publish(Tokens(reply.user_id, reply.id, len(reply.tokens) - 1, (piece,)))
-
-    def error(self, reply: Reply, code: ErrorCode, message: str) -> None:
-        self._publish(Failed(reply.user_id, reply.id, code, message))
-
-    def ended(self, reply: Reply, reply_id: int | None) -> None:
-        if not self.peers:
-            return
-        self._publish(Ended(reply.user_id, reply.id, reply_id, FinishReason(reply.finish_reason)))
-
-    def cancel(self, user_id: int, client_id: str) -> None:
-        self.backend.publish(Cancel(user_id, client_id))
-
     def _sync(self) -> None:
         """Publish the replies generated here, from their start, for a newcomer to mirror."""
-        for reply in list(self.replies.active.values()):
-            if not reply.local or reply.end_frame is not None:
-                continue
-            self._publish(Sync(reply.user_id, reply.id, reply.message_id))
+        publish = self.outbox.publish
+        for reply in self.replies.in_flight():
+            publish(Sync(reply.user_id, reply.id, reply.message_id))
             if reply.started:
-                self._publish(
+                publish(
                     Started(reply.user_id, reply.id, reply.message_id, tuple(reply.sources or ()))
                 )
                 if reply.tokens:
-                    self._publish(Tokens(reply.user_id, reply.id, 0, tuple(reply.tokens)))
-
-    def _publish(self, event: Event) -> None:
-        if self.peers:
-            self.backend.publish(event)
+                    publish(Tokens(reply.user_id, reply.id, 0, tuple(reply.tokens)))
 
     # -- who is there ----------------------------------------------------------------------
 
@@ -166,7 +148,7 @@ class FanOut:
             except Exception as exc:
                 # Not knowing who is there: anyone seen next time is new, and gets a sync.
                 log.debug("fan-out could not list the instances: %s", exc)
-                self.peers = frozenset()
+                self.outbox.peers = frozenset()
             await asyncio.sleep(PEER_POLL_S)
 
     async def poll_peers(self) -> frozenset[str]:
@@ -177,10 +159,10 @@ class FanOut:
         heard = {p for p, at in self._hello_at.items() if at >= asked_at}
         self._hello_at = {p: at for p, at in self._hello_at.items() if at >= asked_at}
         found = (listed | heard) - {self.instance}
-        if found - self.peers:
-            self.peers = self.peers | found
+        if found - self.outbox.peers:
+            self.outbox.peers = self.outbox.peers | found
             self._sync()
-        self.peers = found
+        self.outbox.peers = found
         now = time.monotonic()
         for origin in set(self._origin.values()):
             if origin in found:
@@ -198,7 +180,7 @@ class FanOut:
             subscribed.set()
             async for delivery in deliveries:
                 if isinstance(delivery, Missed):
-                    self.peers = frozenset()  # events were missed: everyone syncs again
+                    self.outbox.peers = frozenset()  # events were missed: everyone syncs again
                     continue
                 try:
                     await self._apply(delivery)
@@ -206,40 +188,31 @@ class FanOut:
                     log.exception("fan-out could not apply %r", delivery)
 
     async def _apply(self, received: Received) -> None:
-        from server.chat.replies import Reply
-
         event, origin = received.event, received.origin
         if isinstance(event, Hello):
-            self.peers = self.peers | {origin}
+            self.outbox.peers = self.outbox.peers | {origin}
             self._hello_at[origin] = time.monotonic()
             self._sync()
             return
+        replies = self.replies
         user_id, client_id = event.user_id, event.client_id
         key = (user_id, client_id)
         if isinstance(event, Cancel):
-            self.replies.cancel(user_id, client_id)
+            replies.stop(user_id, client_id)
             return
-        mirror = self.replies.active.get(key)
         if isinstance(event, MessageStored | Sync):
-            if mirror is not None and mirror.local:
-                return
+            mirror = replies.mirror(user_id, client_id, event.message_id)
+            if mirror is None:
+                return  # generated here
             self._seen[key] = time.monotonic()
             self._origin[key] = origin
-            if mirror is None:
-                mirror = Reply(user_id, client_id, event.message_id, "", local=False)
-                self.replies.active[key] = mirror
-            if isinstance(event, Sync):
-                return
-            text = event.text
-            if text is None:
-                text = await queries.message_text(self.replies.store.pool, event.message_id)
-            mirror.question = text or ""
-            echo = encode_bytes(Echo(client_id, event.message_id, text or "", event.timestamp))
-            for conn in self.connections.of(user_id):
-                if client_id not in conn.sent:  # a racing sender follows after its ack
-                    conn.push(echo)
-                    mirror.followers.add(conn)
+            if isinstance(event, MessageStored):
+                text = event.text
+                if text is None:
+                    text = await queries.message_text(replies.store.pool, event.message_id)
+                replies.show_mirrored_message(mirror, text or "", event.timestamp)
             return
+        mirror = replies.active.get(key)
         if mirror is None or mirror.local:
             return  # began before this instance listened; resume reads the stored reply
         self._seen[key] = time.monotonic()
@@ -259,39 +232,19 @@ class FanOut:
             self._forget(key)
 
     def _forget(self, key: tuple[int, str]) -> None:
-        self.replies.active.pop(key, None)
+        self.replies.forget(key)
         self._seen.pop(key, None)
         self._origin.pop(key, None)
 
-    async def _end_mirror(self, mirror: Reply, message: str) -> None:
-        """The instance generating it is gone: end it here, storing the text so far."""
-        self._forget(mirror.key)
-        if not mirror.started:
-            mirror.begin([])
-        mirror.fail(ErrorCode.UNAVAILABLE, message)
-        reply_id = None
-        try:
-            stored = await self.replies.store.add_reply(
-                mirror.user_id,
-                mirror.message_id,
-                "".join(mirror.tokens),
-                "error",
-                mirror.sources or [],
-                [len(t) for t in mirror.tokens],
-            )
-            reply_id = stored.message_id
-        except Exception as exc:
-            log.warning("reply to %s could not be stored: %s", mirror.message_id, exc)
-        mirror.finish(reply_id, "error")
-
     async def _end_mirrors_of(self, origin: str, message: str) -> None:
-        keys = [k for k, o in self._origin.items() if o == origin]
-        for key in keys:
-            mirror = self.replies.active.get(key)
-            if mirror is None or mirror.local:
-                self._forget(key)
-            else:
-                await self._end_mirror(mirror, message)
+        for key in [k for k, o in self._origin.items() if o == origin]:
+            await self._end_mirror(key, message)
+
+    async def _end_mirror(self, key: tuple[int, str], message: str) -> None:
+        mirror = self.replies.active.get(key)
+        self._forget(key)
+        if mirror is not None and not mirror.local:
+            await self.replies.end_orphan(mirror, message)
 
     async def _sweep_orphans(self) -> None:
         """Mirrors silent for long whose instance is not seen either end with an error."""
@@ -302,5 +255,5 @@ class FanOut:
                 mirror = self.replies.active.get(key)
                 if mirror is None or mirror.local:
                     self._forget(key)
-                elif seen < cutoff and self._origin.get(key) not in self.peers:
-                    await self._end_mirror(mirror, "the instance generating this reply is gone")
+                elif seen < cutoff and self._origin.get(key) not in self.outbox.peers:
+                    await self._end_mirror(key, "the instance generating this reply is gone")

@@ -1,14 +1,19 @@
-"""One reply's life: generate, stream, store, resume, cancel.
+"""The one owner of replies: accept a stored message, generate, stream, store, resume, cancel.
 
 A reply belongs to its message, not to the connection that asked: it runs as a
 task owned by the `ReplyManager` and goes on when that connection drops. Its
-state (sources, tokens so far, the end) lives in the `Reply` object, which
-every follower reads: the connections that should see it live. A connection
-follows a reply when it sent the message, when it was open as the message
-arrived (it got the `message` frame), or when it resumed it.
+state (`server.chat.reply_state`: waiting, streaming, storing, ended), its
+sources, its tokens so far and its end live in the `Reply` object, which every
+follower reads: the connections that should see it live. A connection follows
+a reply when it sent the message, when it was open as the message arrived (it
+got the `message` frame), or when it resumed it.
 
-Replies generated on another instance are mirrored here from fan-out events
-(`FanOut`), so `resume`, `cancel` and the other tabs work on any instance.
+Everything that changes a reply goes through the manager, which tells the
+observers: the user's connections get the protocol's frames (bytes from
+`protocol`), the other instances get fan-out events (`server.fanout.events`)
+through the `Outbox`, while any listen. Replies generated on another instance
+are mirrored here by `server.chat.fanout.FanOut`, through the same manager, so
+`resume`, `cancel` and the other tabs work on any instance.
 
 Rules kept here:
 - followers get `start`, the `token`s by `seq` with no gap, then `end`;
@@ -21,19 +26,27 @@ Rules kept here:
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from protocol import End, Error, ErrorCode, FinishReason, Pending, encode_bytes
+from protocol import Echo as EchoFrame
+from protocol import End, Error, ErrorCode, FinishReason, Pending, encode_bytes, format_timestamp
 from protocol.wire import ReplyFrames
 from server.answers.llm.base import LLMError
-from server.chat.store import ChatStore
+from server.chat.reply_state import INTERRUPTIBLE, ReplyState, Step, next_state
+from server.chat.store import ChatStore, StoredMessage
+from server.db import queries
+from server.fanout.events import Ended, Failed, MessageStored, Started, Tokens
 
 if TYPE_CHECKING:
     from server.answers.pipeline import AnswerPipeline
-    from server.chat.fanout import FanOut
+    from server.chat.connection import Connection, Connections
+    from server.chat.fanout import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +56,35 @@ log = logging.getLogger(__name__)
 STORE_RETRY_FIRST_S = 0.5
 STORE_RETRY_MAX_S = 2.0
 STORE_RETRY_FOR_S = 600.0
+MIRROR_WAIT_S = 1.0  # how long a resume waits for another instance's reply to show up
 
 
-class Listener(Protocol):
+class ShuttingDown(Exception):
+    """No new message is accepted: the server is shutting down."""
+
+
+class FrameSink(Protocol):
     """Where a reply's frames go: a connection's outgoing buffer (must not block)."""
 
     def push(self, frame: bytes) -> None: ...
+
+
+class Found(enum.Enum):
+    """What the database holds for a message id (`ReplyManager.replay_stored`)."""
+
+    REPLAYED = "replayed"  # the message and its reply: the reply was replayed
+    NO_REPLY = "no_reply"  # the message, and no reply yet
+    UNKNOWN = "unknown"  # no such message
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAnswer:
+    """A reply as the database holds it, for the REST answer."""
+
+    response: str
+    sources: list[dict[str, Any]]
+    reply_id: int
+    finish_reason: str
 
 
 @dataclass(eq=False)
@@ -57,20 +93,18 @@ class Reply:
     id: str
     message_id: int
     question: str
-    local: bool
-    followers: set[Listener] = field(default_factory=set)
+    local: bool  # generated here (else a mirror of another instance's)
+    followers: set[FrameSink] = field(default_factory=set)
+    state: ReplyState = ReplyState.WAITING
     sources: list[dict[str, Any]] | None = None
     tokens: list[str] = field(default_factory=list)
     end_frame: bytes | None = None
-    finish_reason: str | None = None
+    finish_reason: FinishReason | None = None
     reply_id: int | None = None
     error_code: ErrorCode | None = None
     error_message: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: bool = False
-    # waiting (for the reply before it) → streaming → storing; only the first two
-    # may be interrupted by a cancel.
-    phase: str = "waiting"
     task: asyncio.Task[None] | None = None
     done_callbacks: list[Callable[[], None]] = field(default_factory=list)
     frames: ReplyFrames = field(init=False)
@@ -93,13 +127,16 @@ class Reply:
         for listener in self.followers:
             listener.push(frame)
 
-    # -- state changes, shared by local generation and remote mirrors ----------------------
+    # -- the steps of `reply_state`, shared by local replies and mirrors ------------------
 
     def begin(self, sources: list[dict[str, Any]]) -> None:
+        self.state = next_state(self.state, Step.BEGIN)
         self.sources = sources
         self.emit(self.start_frame())
 
     def add_tokens(self, pieces: Iterable[str]) -> None:
+        if self.state is not ReplyState.STREAMING:
+            next_state(self.state, Step.TOKEN)  # raises
         for piece in pieces:
             seq = len(self.tokens)
             self.tokens.append(piece)
@@ -107,11 +144,16 @@ class Reply:
                 self.emit(self.frames.token(seq, piece))
 
     def fail(self, code: ErrorCode, message: str) -> None:
+        self.state = next_state(self.state, Step.FAIL)
         self.error_code = code
         self.error_message = message
         self.emit(encode_bytes(Error(self.id, code, message)))
 
-    def finish(self, reply_id: int | None, reason: str) -> None:
+    def store(self) -> None:
+        self.state = next_state(self.state, Step.STORE)
+
+    def finish(self, reply_id: int | None, reason: FinishReason) -> None:
+        self.state = next_state(self.state, Step.FINISH)
         self.finish_reason = reason
         self.reply_id = reply_id
         self.end_frame = encode_bytes(End(self.id, reply_id, "".join(self.tokens), reason))  # type: ignore[arg-type]
@@ -127,8 +169,11 @@ class Reply:
         for callback in callbacks:
             callback()
 
-    def replay(self, listener: Listener, after_seq: int) -> None:
-        """Send what was streamed after `after_seq`, then follow live (or end)."""
+    def follow(self, listener: FrameSink, after_seq: int) -> None:
+        """Send `listener` what was streamed after `after_seq`, then keep it following
+        (or end). A listener already following gets nothing twice."""
+        if listener in self.followers:
+            return
         if self.started:
             listener.push(self.start_frame())
             for seq in range(max(after_seq + 1, 0), len(self.tokens)):
@@ -142,18 +187,38 @@ class Reply:
 
 
 class ReplyManager:
-    """Every reply in flight on this instance: generated here, or mirrored."""
+    """Every reply in flight on this instance, generated here or mirrored.
 
-    def __init__(self, store: ChatStore, pipeline: AnswerPipeline) -> None:
+    Args:
+        store: writes messages and replies (group commit).
+        pipeline: retrieval and the LLM.
+        connections: this instance's open connections (the user's other tabs).
+        outbox: the fan-out's publishing side.
+        shutdown: set once the server begins to shut down (the one shutdown flag).
+    """
+
+    def __init__(
+        self,
+        store: ChatStore,
+        pipeline: AnswerPipeline,
+        connections: Connections,
+        outbox: Outbox,
+        shutdown: asyncio.Event,
+    ) -> None:
         self.store = store
         self.pipeline = pipeline
-        self.fanout: FanOut | None = None
+        self.connections = connections
+        self.outbox = outbox
+        self.shutdown = shutdown
         self.active: dict[tuple[int, str], Reply] = {}
         # Ended while the database was away: kept (resume replays them as they were sent)
         # while a task stores them once it is back.
         self.unstored: dict[tuple[int, str], Reply] = {}
         self._storing: set[asyncio.Task[None]] = set()
-        self.closing = False
+
+    @property
+    def closing(self) -> bool:
+        return self.shutdown.is_set()
 
     def get(self, user_id: int, client_id: str) -> Reply | None:
         key = (user_id, client_id)
@@ -161,6 +226,94 @@ class ReplyManager:
 
     def pending(self, user_id: int) -> list[Pending]:
         return [Pending(r.id, r.message_id) for r in self.active.values() if r.user_id == user_id]
+
+    def in_flight(self) -> list[Reply]:
+        """The replies generated here that have not ended."""
+        return [r for r in self.active.values() if r.local and r.end_frame is None]
+
+    def unfollow(self, listener: FrameSink) -> None:
+        """A connection closed: it follows nothing any more."""
+        for reply in self.active.values():
+            reply.followers.discard(listener)
+
+    # -- a new message ---------------------------------------------------------------------
+
+    async def accept(
+        self, user_id: int, client_id: str, text: str, sender: Connection | None
+    ) -> tuple[StoredMessage, Reply | None]:
+        """Store a message; a new one is shown to the user's other tabs (everywhere) and
+        its reply starts. Returns the stored row and the new reply (None for a resend).
+
+        Raises:
+            ShuttingDown: the server is shutting down; nothing is stored.
+            IdConflict, RateLimited: from the store; nothing is stored.
+            Exception: the database failed; nothing is stored.
+        """
+        if self.closing:
+            raise ShuttingDown()
+        if sender is not None:
+            sender.remember_sent(client_id)
+        stored = await self.store.add_message(user_id, client_id, text)
+        if not stored.created:
+            return stored, None
+        followers = self._show_message(
+            user_id, client_id, stored.message_id, text, format_timestamp(stored.timestamp), sender
+        )
+        if self.outbox.peers:
+            self.outbox.publish(
+                MessageStored(
+                    user_id,
+                    client_id,
+                    stored.message_id,
+                    format_timestamp(stored.timestamp),
+                    text,
+                )
+            )
+        if sender is not None:
+            followers.add(sender)
+        after = sender.last_reply if sender else None
+        reply = self.start(user_id, client_id, stored.message_id, text, followers, after=after)
+        return stored, reply
+
+    def _show_message(
+        self,
+        user_id: int,
+        client_id: str,
+        message_id: int,
+        text: str,
+        timestamp: str,
+        sender: Connection | None,
+    ) -> set[FrameSink]:
+        """The `message` frame to the user's other connections here; they follow its reply.
+
+        Another connection sending the same id (a racing resend) is no "other tab": it gets
+        its own `ack` and then follows the reply from the start, as a resend does.
+        """
+        others: set[FrameSink] = {
+            c
+            for c in self.connections.of(user_id)
+            if c is not sender and not c.sent_lately(client_id)
+        }
+        if others:
+            echo = encode_bytes(EchoFrame(client_id, message_id, text, timestamp))
+            for other in others:
+                other.push(echo)
+        return others
+
+    async def answer(
+        self, user_id: int, client_id: str, text: str
+    ) -> tuple[StoredMessage, Reply | StoredAnswer]:
+        """The REST question: store it (or find it stored), then the reply once it ended."""
+        stored, reply = await self.accept(user_id, client_id, text, None)
+        reply = reply or self.get(user_id, client_id)
+        if reply is None:
+            answer = await self.stored_answer(user_id, client_id)
+            if answer is not None:
+                return stored, answer
+            # Stored, but nobody generates its reply (its instance was lost): generate it.
+            reply = self.start(user_id, client_id, stored.message_id, text, ())
+        await reply.done.wait()
+        return stored, reply
 
     # -- local generation ------------------------------------------------------------------
 
@@ -170,7 +323,7 @@ class ReplyManager:
         client_id: str,
         message_id: int,
         question: str,
-        followers: Iterable[Listener],
+        followers: Iterable[FrameSink],
         after: Reply | None = None,
     ) -> Reply:
         """Generate the reply to a stored message in a task of its own."""
@@ -197,27 +350,28 @@ class ReplyManager:
             self.active.pop(reply.key, None)
             reply._set_done()
 
+    def _begin(self, reply: Reply, sources: list[dict[str, Any]]) -> None:
+        reply.begin(sources)
+        if self.outbox.peers:
+            self.outbox.publish(Started(reply.user_id, reply.id, reply.message_id, tuple(sources)))
+
     async def _generate(self, reply: Reply) -> None:
-        fanout = self.fanout
         reason = FinishReason.STOP
         if reply.cancelled:
-            reply.begin([])
-            if fanout:
-                fanout.started(reply)
+            self._begin(reply, [])
             await self._store_and_end(reply, FinishReason.CANCELLED)
             return
         hits = self.pipeline.retrieve(reply.question)
-        reply.begin(self.pipeline.sources(hits))
-        if fanout:
-            fanout.started(reply)
+        self._begin(reply, self.pipeline.sources(hits))
         stream = self.pipeline.stream(reply.question, hits)
-        reply.phase = "streaming"
+        outbox = self.outbox
         try:
             async for piece in stream:
                 if piece:
                     reply.add_tokens((piece,))
-                    if fanout:
-                        fanout.token(reply, piece)
+                    if outbox.peers:
+                        seq = len(reply.tokens) - 1
+                        outbox.publish(Tokens(reply.user_id, reply.id, seq, (piece,)))
         except asyncio.CancelledError:
             # Our own cancel (the user's, or shutdown) ends the reply; it is still stored.
             _uncancel()
@@ -232,17 +386,19 @@ class ReplyManager:
             reason = FinishReason.ERROR
             self._fail(reply, ErrorCode.INTERNAL, "the reply failed")
         finally:
-            reply.phase = "storing"
+            if reply.state is not ReplyState.STORING:
+                reply.store()
             await stream.aclose()
         await self._store_and_end(reply, reason)
 
     def _fail(self, reply: Reply, code: ErrorCode, message: str) -> None:
         reply.fail(code, message)
-        if self.fanout:
-            self.fanout.error(reply, code, message)
+        if self.outbox.peers:
+            self.outbox.publish(Failed(reply.user_id, reply.id, code, message))
 
-    async def _store_and_end(self, reply: Reply, reason: str) -> None:
-        reply.phase = "storing"
+    async def _store_and_end(self, reply: Reply, reason: FinishReason) -> None:
+        if reply.state is not ReplyState.STORING:
+            reply.store()
         reply_id = None
         try:
             reply_id = await self._store(reply, reason)
@@ -252,10 +408,10 @@ class ReplyManager:
             reason = FinishReason.ERROR
             self._store_later(reply, reason)
         reply.finish(reply_id, reason)
-        if self.fanout:
-            self.fanout.ended(reply, reply_id)
+        if reply.local and self.outbox.peers:
+            self.outbox.publish(Ended(reply.user_id, reply.id, reply_id, reason))
 
-    async def _store(self, reply: Reply, reason: str) -> int | None:
+    async def _store(self, reply: Reply, reason: FinishReason) -> int | None:
         stored = await self.store.add_reply(
             reply.user_id,
             reply.message_id,
@@ -264,16 +420,16 @@ class ReplyManager:
             reply.sources or [],
             [len(t) for t in reply.tokens],
         )
-        return stored.message_id
+        return stored.reply_id
 
-    def _store_later(self, reply: Reply, reason: str) -> None:
+    def _store_later(self, reply: Reply, reason: FinishReason) -> None:
         """Store an ended reply once the database is back: its `end` promised history."""
         self.unstored[reply.key] = reply
         task = asyncio.create_task(self._retry_store(reply, reason), name="store later")
         self._storing.add(task)
         task.add_done_callback(self._storing.discard)
 
-    async def _retry_store(self, reply: Reply, reason: str) -> None:
+    async def _retry_store(self, reply: Reply, reason: FinishReason) -> None:
         delay, waited = STORE_RETRY_FIRST_S, 0.0
         try:
             while waited < STORE_RETRY_FOR_S:
@@ -291,27 +447,43 @@ class ReplyManager:
         finally:
             self.unstored.pop(reply.key, None)
 
-    def cancel(self, user_id: int, client_id: str) -> bool:
+    # -- cancel ----------------------------------------------------------------------------
+
+    async def cancel(self, user_id: int, client_id: str) -> bool:
+        """Stop the reply to `client_id`, wherever it is generated; False for an unknown id.
+
+        A reply that has ended already is known and nothing happens.
+        """
+        reply = self.get(user_id, client_id)
+        if reply is None:
+            return await queries.message_known(self.store.pool, user_id, client_id)
+        if reply.local:
+            self.stop(user_id, client_id)
+        else:
+            self.outbox.cancel(user_id, client_id)
+        return True
+
+    def stop(self, user_id: int, client_id: str) -> bool:
         """Stop a reply generated here; False if this instance does not generate it."""
         reply = self.active.get((user_id, client_id))
         if reply is None or not reply.local:
             return False
         if not reply.cancelled:
             reply.cancelled = True
-            if reply.phase != "storing" and reply.task is not None:
+            if reply.state in INTERRUPTIBLE and reply.task is not None:
                 reply.task.cancel()
         return True
 
     async def close(self, timeout_s: float) -> None:
         """At shutdown: let replies finish for up to `timeout_s`, then stop and store them.
         Replies still waiting for the database are given up (and logged)."""
-        self.closing = True
+        self.shutdown.set()
         local = [r for r in self.active.values() if r.local and r.task is not None]
         if local:
             tasks = {r.task: r for r in local if r.task is not None}
             _, still = await asyncio.wait(tasks, timeout=timeout_s)
             for task in still:
-                if tasks[task].phase != "storing":
+                if tasks[task].state in INTERRUPTIBLE:
                     task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)
@@ -323,34 +495,119 @@ class ReplyManager:
                 log.error("reply %s lost: the database was away until shutdown", reply.message_id)
             await asyncio.gather(*storing, return_exceptions=True)
 
+    # -- resume ----------------------------------------------------------------------------
+
+    async def resume(
+        self, user_id: int, client_id: str, listener: FrameSink, after_seq: int
+    ) -> bool:
+        """Send `listener` the reply to `client_id` from the token after `after_seq` on, then
+        live; False for an unknown id. Raises when the database fails."""
+        reply = self.get(user_id, client_id)
+        if reply is not None:
+            reply.follow(listener, after_seq)
+            return True
+        found = await self.replay_stored(listener, user_id, client_id, after_seq)
+        if found is Found.NO_REPLY and self.outbox.peers:
+            # Most likely another instance stored the message a moment ago (a racing
+            # resend) and generates the reply: follow its mirror, never a second one.
+            reply = await self._mirror_soon(user_id, client_id)
+            if reply is not None:
+                reply.follow(listener, after_seq)
+                return True
+            found = await self.replay_stored(listener, user_id, client_id, after_seq)
+        if found is Found.NO_REPLY:
+            # The message is stored but nobody generates its reply (the instance that
+            # did was lost): generate it now.
+            row = await queries.message_by_client_id(self.store.pool, user_id, client_id)
+            if row is None:
+                return False
+            reply = self.get(user_id, client_id) or self.start(
+                user_id, client_id, row["id"], row["message"], ()
+            )
+            reply.follow(listener, after_seq)
+        return found is not Found.UNKNOWN
+
+    async def _mirror_soon(self, user_id: int, client_id: str) -> Reply | None:
+        """The reply another instance generates for `client_id`, once its fan-out events
+        (milliseconds behind the commit) arrive; None after MIRROR_WAIT_S."""
+        deadline = time.monotonic() + MIRROR_WAIT_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            reply = self.get(user_id, client_id)
+            if reply is not None:
+                return reply
+        return None
+
     # -- stored replies --------------------------------------------------------------------
 
     async def replay_stored(
-        self, listener: Listener, user_id: int, client_id: str, after_seq: int
-    ) -> str:
-        """Resume from the database: 'replayed', 'no_reply' (message without reply) or 'unknown'."""
-        row = await self.store.pool.fetchrow(
-            "SELECT m.id AS message_id, m.message AS question, r.id AS reply_id, r.message,"
-            " r.finish_reason, r.sources, r.token_lengths"
-            " FROM chat_history m LEFT JOIN chat_history r ON r.reply_to = m.id"
-            " WHERE m.user_id = $1 AND m.client_id = $2",
-            user_id,
-            client_id,
-        )
+        self, listener: FrameSink, user_id: int, client_id: str, after_seq: int
+    ) -> Found:
+        """Resume from the database: the stored reply's frames after `after_seq`."""
+        row = await queries.stored_reply(self.store.pool, user_id, client_id)
         if row is None:
-            return "unknown"
+            return Found.UNKNOWN
         if row["reply_id"] is None:
-            return "no_reply"
+            return Found.NO_REPLY
         tokens = split_tokens(row["message"], row["token_lengths"])
-        sources = row["sources"] or []
         frames = ReplyFrames(client_id)
-        listener.push(frames.start(sources))
+        listener.push(frames.start(row["sources"] or []))
         for seq in range(max(after_seq + 1, 0), len(tokens)):
             listener.push(frames.token(seq, tokens[seq]))
         listener.push(
             encode_bytes(End(client_id, row["reply_id"], row["message"], row["finish_reason"]))
         )
-        return "replayed"
+        return Found.REPLAYED
+
+    async def stored_answer(self, user_id: int, client_id: str) -> StoredAnswer | None:
+        row = await queries.stored_reply(self.store.pool, user_id, client_id)
+        if row is None or row["reply_id"] is None:
+            return None
+        return StoredAnswer(
+            "".join(split_tokens(row["message"], row["token_lengths"])),
+            row["sources"] or [],
+            row["reply_id"],
+            row["finish_reason"],
+        )
+
+    # -- mirrors of replies generated on other instances (`server.chat.fanout`) -----------
+
+    def mirror(self, user_id: int, client_id: str, message_id: int) -> Reply | None:
+        """The mirror of a reply another instance generates (made now if new); None when
+        this instance generates it itself."""
+        reply = self.active.get((user_id, client_id))
+        if reply is None:
+            reply = Reply(user_id, client_id, message_id, "", local=False)
+            self.active[reply.key] = reply
+        return None if reply.local else reply
+
+    def show_mirrored_message(self, mirror: Reply, text: str, timestamp: str) -> None:
+        """Another instance stored `mirror`'s message: the user's tabs here see it and
+        follow its reply."""
+        mirror.question = text
+        mirror.followers |= self._show_message(
+            mirror.user_id, mirror.id, mirror.message_id, text, timestamp, None
+        )
+
+    def forget(self, key: tuple[int, str]) -> None:
+        """A mirror that ended, or whose instance no longer speaks of it."""
+        reply = self.active.get(key)
+        if reply is not None and not reply.local:
+            del self.active[key]
+
+    async def end_orphan(self, mirror: Reply, message: str) -> None:
+        """The instance generating `mirror` is gone: end it here, storing the text so far."""
+        self.forget(mirror.key)
+        if not mirror.started:
+            mirror.begin([])
+        mirror.fail(ErrorCode.UNAVAILABLE, message)
+        mirror.store()
+        reply_id = None
+        try:
+            reply_id = await self._store(mirror, FinishReason.ERROR)
+        except Exception as exc:
+            log.warning("reply to %s could not be stored: %s", mirror.message_id, exc)
+        mirror.finish(reply_id, FinishReason.ERROR)
 
 
 def _uncancel() -> None:
@@ -358,6 +615,11 @@ def _uncancel() -> None:
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()
+
+
+def new_client_id() -> str:
+    """A client id for a message sent without one (REST)."""
+    return str(uuid.uuid4())
 
 
 def split_tokens(text: str, lengths: list[int] | None) -> list[str]:

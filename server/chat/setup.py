@@ -1,4 +1,4 @@
-"""The chat inside the app: store → replies → fan-out, and the WebSocket route."""
+"""The chat inside the app: store → connections → fan-out → replies, and the WebSocket route."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from aiohttp import web
 
 from protocol import CloseCode
 from server import keys
-from server.chat.channel import Connections, chat_ws
-from server.chat.fanout import FanOut
+from server.chat.channel import chat_ws
+from server.chat.connection import Connections
+from server.chat.fanout import FanOut, Outbox
 from server.chat.replies import ReplyManager
 from server.chat.store import ChatStore
 from server.fanout.postgres import PostgresBackend
@@ -19,10 +20,11 @@ async def chat_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     pool = app[keys.POOL]
     store = ChatStore(pool, settings.chat_rate_per_minute)
-    replies = ReplyManager(store, app[keys.PIPELINE])
     connections = Connections()
-    fanout = FanOut(PostgresBackend(app[keys.STATE]["dsn"], pool), replies, connections)
-    replies.fanout = fanout
+    backend = PostgresBackend(app[keys.DSN], pool)
+    outbox = Outbox(backend)
+    replies = ReplyManager(store, app[keys.PIPELINE], connections, outbox, app[keys.SHUTDOWN])
+    fanout = FanOut(backend, outbox, replies)
     app[keys.REPLIES] = replies
     app[keys.CONNECTIONS] = connections
     app[keys.FANOUT] = fanout
@@ -37,17 +39,17 @@ async def chat_context(app: web.Application) -> AsyncIterator[None]:
 async def drain_chat(app: web.Application) -> None:
     """New messages are refused; the replies in flight get SHUTDOWN_TIMEOUT_S to finish,
     then are stopped and stored. A second call finds nothing left to wait for."""
+    app[keys.SHUTDOWN].set()
     if keys.REPLIES not in app:  # absent when start-up failed
         return
-    app[keys.STATE]["shutting_down"] = True
     await app[keys.REPLIES].close(app[keys.SETTINGS].shutdown_timeout_s)
 
 
 async def shutdown_chat(app: web.Application) -> None:
     """In-flight replies are stored first; then every socket is told the server goes away."""
-    if keys.REPLIES not in app:
-        return
     await drain_chat(app)
+    if keys.CONNECTIONS not in app:
+        return
     connections = list(app[keys.CONNECTIONS])
     for conn in connections:
         conn.close_soon(CloseCode.GOING_AWAY, "server shutting down")

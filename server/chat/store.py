@@ -44,7 +44,7 @@ class StoredMessage:
 
 @dataclass(frozen=True, slots=True)
 class StoredReply:
-    message_id: int | None  # None: the user message was deleted meanwhile
+    reply_id: int | None  # the reply's row; None: the user message was deleted meanwhile
     timestamp: datetime | None
 
 

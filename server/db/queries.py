@@ -158,3 +158,38 @@ async def listeners_named(db: Executor, prefix: str) -> list[str]:
         prefix + "%",
     )
     return [r[0] for r in rows]
+
+
+# -- chat messages and replies (the group-commit writes are in server/chat/store.py) ---------
+
+
+async def message_known(db: Executor, user_id: int, client_id: str) -> bool:
+    return bool(
+        await db.fetchval(
+            "SELECT true FROM chat_history WHERE user_id = $1 AND client_id = $2",
+            user_id,
+            client_id,
+        )
+    )
+
+
+async def message_by_client_id(db: Executor, user_id: int, client_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        'SELECT id, message, "timestamp" FROM chat_history WHERE user_id = $1 AND client_id = $2',
+        user_id,
+        client_id,
+    )
+
+
+async def stored_reply(db: Executor, user_id: int, client_id: str) -> asyncpg.Record | None:
+    """The user message `client_id` and its reply (the reply's columns null when it has
+    none yet): message_id, question, reply_id, message, finish_reason, sources,
+    token_lengths. None when there is no such message."""
+    return await db.fetchrow(
+        "SELECT m.id AS message_id, m.message AS question, r.id AS reply_id, r.message,"
+        " r.finish_reason, r.sources, r.token_lengths"
+        " FROM chat_history m LEFT JOIN chat_history r ON r.reply_to = m.id"
+        " WHERE m.user_id = $1 AND m.client_id = $2",
+        user_id,
+        client_id,
+    )

@@ -531,10 +531,10 @@ async def test_a_peer_too_slow_to_read_is_closed_1013(aiohttp_client, make_setti
 async def test_a_silent_peer_is_pinged_and_dropped_when_its_silence_reaches_the_limit(
     client, user, monkeypatch
 ):
-    from server.chat import channel
+    from server.chat import session
 
-    monkeypatch.setattr(channel, "PING_EVERY_S", 0.8)
-    monkeypatch.setattr(channel, "SILENT_LIMIT_S", 1.0)
+    monkeypatch.setattr(session, "PING_EVERY_S", 0.8)
+    monkeypatch.setattr(session, "SILENT_LIMIT_S", 1.0)
     # autoping off: this client never answers a ping, nor sends anything.
     silent = await connect(client, user["token"], autoping=False)
     started = time.monotonic()
@@ -553,10 +553,10 @@ async def test_a_silent_peer_is_pinged_and_dropped_when_its_silence_reaches_the_
 
 
 async def test_a_peer_answering_pings_stays(client, user, monkeypatch):
-    from server.chat import channel
+    from server.chat import session
 
-    monkeypatch.setattr(channel, "PING_EVERY_S", 0.3)
-    monkeypatch.setattr(channel, "SILENT_LIMIT_S", 0.5)
+    monkeypatch.setattr(session, "PING_EVERY_S", 0.3)
+    monkeypatch.setattr(session, "SILENT_LIMIT_S", 0.5)
     ws = await connect(client, user["token"])  # aiohttp answers pings itself
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(2):  # receive(timeout=) restarts at every ping
@@ -589,9 +589,9 @@ async def test_without_a_rate_limit_a_burst_of_messages_is_all_answered(
 
 
 async def test_replies_waiting_on_one_connection_are_bounded(slow_client, monkeypatch):
-    from server.chat import channel
+    from server.chat import session
 
-    monkeypatch.setattr(channel, "MAX_QUEUED_REPLIES", 3)
+    monkeypatch.setattr(session, "MAX_QUEUED_REPLIES", 3)
     _, token, _ = await signup(slow_client)
     ws = await connect(slow_client, token)
     for i in range(4):

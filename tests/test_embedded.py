@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -16,10 +19,16 @@ from tests.processes import server_process
 
 
 @pytest.fixture
-def embedded_dir(tmp_path):
-    yield tmp_path
-    if (tmp_path / "var" / "pgdata" / "postmaster.pid").exists():
-        stop_embedded(tmp_path / "var")
+def embedded_dir():
+    """A folder outside pytest's own temporary folders: as root, pgserver runs PostgreSQL
+    as its `pgserver` user and opens up the folder's parents for it, while every pytest
+    session that starts makes `/tmp/pytest-of-root` private again."""
+    path = Path(tempfile.mkdtemp(prefix="chat-embedded-"))
+    path.chmod(0o755)
+    yield path
+    if embedded_running(path / "var"):
+        stop_embedded(path / "var")
+    shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_embedded_database_survives_a_restart(embedded_dir, monkeypatch):

@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 
+from server.db import scratch
 from tests.conftest import PASSWORD, TEST_SECRET, unique_email
 from tests.processes import ROOT, server_process
 
@@ -26,17 +28,25 @@ SEED = "20261204"  # fixed, so a failure here reproduces; change it to explore f
 MAX_EXAMPLES = "60"
 
 
-async def test_schemathesis_finds_nothing(tmp_path, database_url, db):
+async def test_schemathesis_finds_nothing(tmp_path, admin_database_url):
     admin = unique_email("admin")
-    async with server_process(
-        tmp_path, database_url, TEST_SECRET, ADMIN_EMAILS=admin, CHAT_RATE_PER_MINUTE="0"
-    ) as server:
+    # A database of its own: schemathesis edits and deletes knowledge-base documents.
+    async with (
+        scratch.scratch_database(admin_database_url, "chat_openapi") as database_url,
+        server_process(
+            tmp_path, database_url, TEST_SECRET, ADMIN_EMAILS=admin, CHAT_RATE_PER_MINUTE="0"
+        ) as server,
+    ):
         async with aiohttp.ClientSession() as session:
             body = {"email": admin, "password": PASSWORD}
             async with session.post(server.url + "/api/v1/auth/signup", json=body) as resp:
                 assert resp.status == 201
                 token = (await resp.json())["access_token"]
-        await db.execute("UPDATE users SET is_verified = true WHERE email = $1", admin)
+        db = await asyncpg.connect(database_url)
+        try:
+            await db.execute("UPDATE users SET is_verified = true WHERE email = $1", admin)
+        finally:
+            await db.close()
 
         proc = await asyncio.create_subprocess_exec(
             str(SCHEMATHESIS),

@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +27,6 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from checks import (
-    ROOT,
     SECRET,
     ChatUser,
     say,
@@ -41,38 +37,7 @@ from checks import (
 )
 
 from server.db import scratch
-from tests.processes import free_port, server_process, wait_ready
-
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-MAIN_CONF = """\
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log {tmp}/access.log;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    include {tmp}/chat.conf;
-}}
-"""
-
-
-def nginx_config(tmp: Path, port: int, upstreams: list[int]) -> Path:
-    """deploy/nginx-chat.conf with this run's ports, inside a minimal main config."""
-    site = (ROOT / "deploy" / "nginx-chat.conf").read_text()
-    site = site.replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{port};")
-    for default, actual in zip((8001, 8002), upstreams, strict=True):
-        site, n = re.subn(rf"server 127\.0\.0\.1:{default} ", f"server 127.0.0.1:{actual} ", site)
-        assert n == 1, "deploy/nginx-chat.conf no longer has the upstream lines this check edits"
-    (tmp / "chat.conf").write_text(site)
-    main = tmp / "nginx.conf"
-    main.write_text(MAIN_CONF.format(tmp=tmp))
-    return main
+from tests.processes import NGINX, nginx_in_front, server_process
 
 
 async def check(args: argparse.Namespace, tmp: Path) -> list[str]:
@@ -82,32 +47,15 @@ async def check(args: argparse.Namespace, tmp: Path) -> list[str]:
     else:
         dsn = await asyncio.to_thread(start_private_postgres, tmp / "pg")
     failures: list[str] = []
-    env = {"LLM_TOKEN_DELAY_MS": "30", "CHAT_RATE_PER_MINUTE": "0", "TRUST_FORWARDED": "true"}
+    env = {"LLM_TOKEN_DELAY_MS": "30", "CHAT_RATE_PER_MINUTE": "0", "TRUSTED_PROXIES": "1"}
     try:
         async with (
             server_process(tmp, dsn, SECRET, **env) as a,
             server_process(tmp, dsn, SECRET, **env) as b,
+            nginx_in_front(tmp, [a.port, b.port]) as proxy,
         ):
-            port = free_port()
-            conf = nginx_config(tmp, port, [a.port, b.port])
-            nginx = subprocess.Popen(  # noqa: ASYNC220 (it runs alongside, not awaited)
-                [NGINX, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"],
-                stderr=subprocess.PIPE,
-            )
-            try:
-                proxy = f"http://127.0.0.1:{port}"
-                await wait_ready(proxy, timeout=20)
-                say(f"nginx on {proxy} in front of :{a.port} and :{b.port}")
-                failures += await chat_through_failover(args, proxy, a, dsn)
-            finally:
-                nginx.send_signal(signal.SIGQUIT)
-                try:
-                    nginx.wait(10)
-                except subprocess.TimeoutExpired:
-                    nginx.kill()
-                errors = (tmp / "error.log").read_text() if (tmp / "error.log").exists() else ""
-                if nginx.returncode not in (0, None):
-                    failures.append(f"nginx exited with {nginx.returncode}: {errors[-500:]}")
+            say(f"nginx on {proxy} in front of :{a.port} and :{b.port}")
+            failures += await chat_through_failover(args, proxy, a, dsn)
     finally:
         if admin_url:
             await scratch.drop_database(admin_url, dsn)

@@ -23,7 +23,7 @@ from server.auth.tokens import TokenIssuer
 from server.db import pool as db_pool
 from server.db.migrations import migrate
 from server.mail import Mailer
-from server.middlewares import error_middleware
+from server.middlewares import error_middleware, hide_server_version, response_headers
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,8 @@ def create_app(settings: Settings) -> web.Application:
     setup_answers(app)
     setup_chat(app)
     setup_jobs(app)
+    app.on_response_prepare.append(response_headers)
+    hide_server_version()
     app.add_routes(auth_routes)
     app.add_routes(chat_routes)
     health.setup(app)

@@ -190,7 +190,10 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
             "post": _op(
                 "Create an account; a verification email is sent in the background",
                 "auth",
-                {"201": _json(_ref("SignupResult"), "Created"), **_errors(400, 409, 415, 422)},
+                {
+                    "201": _json(_ref("SignupResult"), "Created"),
+                    **_errors(400, 409, 415, 422, 429),
+                },
                 requestBody=_body(_ref("Credentials")),
             )
         },
@@ -210,10 +213,32 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
         },
         "/api/v1/auth/verify": {
             "get": _op(
-                "Verify an email address from the emailed link",
+                "Verify an email address from the emailed link; revokes the account's"
+                " earlier tokens and password, and answers with a token of the opener's",
                 "auth",
                 {"200": _json({"type": "object"}, "Verified"), **_errors(400)},
                 parameters=[{"name": "token", "in": "query", "required": True, "schema": TEXT}],
+            ),
+            "post": _op(
+                "Verify an email address and choose the password (the emailed page's form);"
+                " revokes the account's earlier tokens and password",
+                "auth",
+                {"200": _json({"type": "object"}, "Verified"), **_errors(400, 415, 422)},
+                requestBody=_body(
+                    _obj(["token", "password"], token=TEXT, password={**TEXT, "minLength": 8})
+                ),
+            ),
+        },
+        "/api/v1/auth/password": {
+            "post": _op(
+                "Choose a new password (current_password required when the account has"
+                " one); every other token of the account stops working",
+                "auth",
+                {"200": _json(_ref("Token"), "A fresh token"), **_errors(401, 403, 415, 422, 429)},
+                requestBody=_body(
+                    _obj(["password"], password={**TEXT, "minLength": 8}, current_password=TEXT)
+                ),
+                security=BEARER,
             )
         },
         "/api/v1/auth/me": {

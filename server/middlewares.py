@@ -1,11 +1,12 @@
-"""Errors as JSON `{"detail"}`: no HTML error page, no traceback, no 500 for bad input."""
+"""Errors as JSON `{"detail"}`: no HTML error page, no traceback, no 500 for bad input;
+and the headers every response carries."""
 
 from __future__ import annotations
 
 import logging
 
 import asyncpg
-from aiohttp import web
+from aiohttp import web, web_response
 
 from server.http import APIError, json_response
 
@@ -55,3 +56,22 @@ async def error_middleware(request: web.Request, handler):
 def _passthrough(exc: web.HTTPException) -> dict[str, str]:
     keep = ("Allow", "Retry-After", "WWW-Authenticate", "Location")
     return {k: exc.headers[k] for k in keep if k in exc.headers}
+
+
+# The Server header names the software, never its version (aiohttp/3.x.y tells an
+# attacker which advisories apply).
+SERVER_HEADER = "chat-server"
+
+
+def hide_server_version() -> None:
+    """Make SERVER_HEADER the Server header of every response, those too that aiohttp
+    writes for a request it cannot parse, before any app hook runs: their default is
+    `web_response.SERVER_SOFTWARE`, read when each response is sent."""
+    web_response.SERVER_SOFTWARE = SERVER_HEADER
+
+
+async def response_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """`Cache-Control: no-store` on every API answer (tokens, the user, history: nothing
+    there may sit in a shared or browser cache), unless a view chose otherwise."""
+    if request.path.startswith("/api/"):
+        response.headers.setdefault("Cache-Control", "no-store")

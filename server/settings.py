@@ -100,15 +100,28 @@ def _database_url(name: str, raw: str) -> str | None:
     return value
 
 
+def _check_origin(name: str, origin: str) -> str:
+    try:
+        url = URL(origin)
+        ok = url.scheme in ("http", "https") and bool(url.host) and url.path in ("", "/")
+        ok = ok and not (url.query_string or url.fragment or url.user or url.password)
+    except ValueError:
+        ok = False
+    if not ok or any(c.isspace() or c in "'\";," for c in origin):
+        raise SettingsError(f"{name}: {origin!r} is not an origin like https://example.com")
+    return origin.rstrip("/")
+
+
 def _origins(name: str, raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
-    for origin in origins:
-        if origin == "*":
-            continue
-        url = URL(origin)
-        if url.scheme not in ("http", "https") or not url.host or url.path not in ("", "/"):
-            raise SettingsError(f"{name}: {origin!r} is not an origin like https://example.com")
-    return origins
+    return tuple(o if o == "*" else _check_origin(name, o) for o in origins)
+
+
+def _public_url(name: str, raw: str) -> str | None:
+    """Where browsers reach this server: every absolute link and CSP source is built
+    from it (never from a request's Host header), so it must be a bare origin."""
+    value = raw.strip()
+    return _check_origin(name, value) if value else None
 
 
 def _cron(name: str, raw: str) -> str:
@@ -163,7 +176,7 @@ class Settings:
     project_version: str = setting("PROJECT_VERSION", _str, "1.0.0")
     host: str = setting("HOST", _str, "127.0.0.1")
     port: int = setting("PORT", _int(0, 65535), 8000)
-    public_url: str | None = setting("PUBLIC_URL", _optional)
+    public_url: str | None = setting("PUBLIC_URL", _public_url)
     database_url: str | None = setting("DATABASE_URL", _database_url)
     db_pool_min: int = setting("DB_POOL_MIN", _int(1), 2)
     db_pool_max: int = setting("DB_POOL_MAX", _int(1), 10)
@@ -185,8 +198,10 @@ class Settings:
     chat_rate_per_minute: int = setting("CHAT_RATE_PER_MINUTE", _int(0), 60)
     max_connections_per_user: int = setting("MAX_CONNECTIONS_PER_USER", _int(1), 20)
     trust_forwarded: bool = setting("TRUST_FORWARDED", _bool, False)
+    trusted_proxies: int = setting("TRUSTED_PROXIES", _int(0, 10), 0)
     ws_auth_timeout_s: float = setting("WS_AUTH_TIMEOUT_S", _float(0.1), 10.0)
     login_rate_per_minute: int = setting("LOGIN_RATE_PER_MINUTE", _int(1), 10)
+    signups_per_hour_per_address: int = setting("SIGNUPS_PER_HOUR_PER_ADDRESS", _int(0), 20)
     max_body_bytes: int = setting("MAX_BODY_BYTES", _int(1024), 64 * 1024)
     smtp_url: str | None = setting("SMTP_URL", _smtp_url)
     mail_from: str = setting("MAIL_FROM", _str, "Chat Server <noreply@localhost>")
@@ -239,9 +254,17 @@ class Settings:
 
     @property
     def own_origin(self) -> str:
+        """PUBLIC_URL, else `http://HOST:PORT`: never anything a request says."""
         if self.public_url:
             return self.public_url.rstrip("/")
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def forwarded_hops(self) -> int:
+        """How many X-Forwarded-For entries, from the right, our own proxies wrote:
+        TRUSTED_PROXIES, or 1 for the older TRUST_FORWARDED=true."""
+        return self.trusted_proxies or (1 if self.trust_forwarded else 0)
 
     @property
     def uses_llm_api(self) -> bool:

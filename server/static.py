@@ -30,24 +30,22 @@ def frame_ancestors(settings: Settings) -> str:
     return " ".join(("'self'", *settings.allowed_origins))
 
 
-def _ws_origins(origins: list[str]) -> list[str]:
-    out = []
-    for origin in origins:
-        url = URL(origin)
-        scheme = "wss" if url.scheme == "https" else "ws"
-        out.append(str(url.with_scheme(scheme)).rstrip("/"))
-    return out
+def _ws_origin(origin: str) -> str:
+    url = URL(origin)
+    return str(url.with_scheme("wss" if url.scheme == "https" else "ws")).rstrip("/")
 
 
-def page_csp(request: web.Request) -> str:
-    """A strict policy for our own pages: files from this server only, nothing inline."""
-    settings = request.app[keys.SETTINGS]
-    origins = sorted({request_origin(request), settings.own_origin})
-    connect = " ".join(["'self'", *_ws_origins(origins)])
-    scripts = " ".join(["'self'", *origins])
+def page_csp(settings: Settings) -> str:
+    """A strict policy for our own pages: files from this server only, nothing inline.
+
+    Every source comes from settings (`own_origin`), never from the request's Host
+    header, which the client writes: `Host: x *` must not become `script-src … *`.
+    """
+    origin = settings.own_origin
+    connect = f"'self' {_ws_origin(origin)}"
     return (
         "default-src 'none'; "
-        f"script-src {scripts}; "
+        f"script-src 'self' {origin}; "
         "style-src 'self'; "
         "img-src 'self' data:; "
         f"connect-src {connect}; "
@@ -58,13 +56,9 @@ def page_csp(request: web.Request) -> str:
     )
 
 
-def request_origin(request: web.Request) -> str:
-    return str(URL.build(scheme=request.scheme, authority=request.host)).rstrip("/")
-
-
 def _html_headers(request: web.Request) -> dict[str, str]:
     return {
-        "Content-Security-Policy": page_csp(request),
+        "Content-Security-Policy": page_csp(request.app[keys.SETTINGS]),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
         "Cache-Control": "no-cache",
@@ -75,8 +69,7 @@ def demo_page(template: str):
     """`/`: a page embedding the widget with the one tag sites use (read once, at set-up)."""
 
     async def handler(request: web.Request) -> web.Response:
-        settings = request.app[keys.SETTINGS]
-        server = settings.public_url.rstrip("/") if settings.public_url else request_origin(request)
+        server = request.app[keys.SETTINGS].own_origin
         text = template.replace(SERVER_PLACEHOLDER, html.escape(server, quote=True))
         return web.Response(text=text, content_type="text/html", headers=_html_headers(request))
 

@@ -126,23 +126,23 @@
   var isOpen = false;
   var queued = [];
 
-  function post(type) {
+  function post(type, extra) {
     if (!frame) return;
     if (!frameReady) {
       queued.push(type);
       return;
     }
-    frame.contentWindow.postMessage({ chatWidget: 1, type: type }, server);
+    var msg = { chatWidget: 1, type: type };
+    for (var k in extra || {}) msg[k] = extra[k];
+    frame.contentWindow.postMessage(msg, server);
   }
 
   function ensureFrame() {
     if (frame) return;
-    var q = new URLSearchParams({
-      host: location.origin,
-      title: title,
-      greeting: greeting,
-      color: color,
-    });
+    // Title and greeting travel by postMessage once the frame is ready (see "ready"
+    // below), never in the URL: a crafted widget-frame.html link must not be able to
+    // show anyone's text on the chat server's origin.
+    var q = new URLSearchParams({ host: location.origin, color: color });
     frame = document.createElement("iframe");
     frame.title = title;
     frame.src = server + "/static/widget-frame.html#" + q.toString();
@@ -193,6 +193,7 @@
     if (!msg || msg.chatWidget !== 1) return;
     if (msg.type === "ready") {
       frameReady = true;
+      post("config", { title: title, greeting: greeting });
       var q = queued;
       queued = [];
       if (isOpen && q.indexOf("open") < 0) q.push("open");

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -85,6 +87,7 @@ async def server_process(
         "BCRYPT_ROUNDS": "4",
         "LLM_TOKEN_DELAY_MS": "0",
         "VAR_DIR": str(tmp_path / "var"),
+        "SIGNUPS_PER_HOUR_PER_ADDRESS": "0",  # tests sign up many users from 127.0.0.1
         **env,
     }
     # An empty DATABASE_URL or SECRET_KEY means: leave it unset (embedded mode).
@@ -109,3 +112,65 @@ async def server_process(
         raise
     finally:
         await server.stop()
+
+
+# -- nginx in front, with deploy/nginx-chat.conf -----------------------------------------
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+NGINX_MAIN_CONF = """\
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {tmp}/access.log;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    include {tmp}/chat.conf;
+}}
+"""
+
+
+def nginx_config(tmp: Path, port: int, upstreams: list[int]) -> Path:
+    """deploy/nginx-chat.conf with this run's ports (two upstreams; one may be given
+    twice), inside a minimal main config."""
+    site = (ROOT / "deploy" / "nginx-chat.conf").read_text()
+    site = site.replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{port};")
+    for default, actual in zip((8001, 8002), upstreams, strict=True):
+        site, n = re.subn(rf"server 127\.0\.0\.1:{default} ", f"server 127.0.0.1:{actual} ", site)
+        assert n == 1, "deploy/nginx-chat.conf no longer has the upstream lines this edits"
+    (tmp / "chat.conf").write_text(site)
+    main = tmp / "nginx.conf"
+    main.write_text(NGINX_MAIN_CONF.format(tmp=tmp))
+    return main
+
+
+@asynccontextmanager
+async def nginx_in_front(tmp: Path, upstreams: list[int]) -> AsyncIterator[str]:
+    """Debian's nginx with deploy/nginx-chat.conf (own prefix, pid and logs in `tmp`)
+    in front of `upstreams`; yields its URL, and fails if nginx exits badly."""
+    port = free_port()
+    conf = nginx_config(tmp, port, upstreams)
+    proc = subprocess.Popen(
+        [NGINX, "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"], stderr=subprocess.PIPE
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await wait_ready(url, proc, timeout=20, path="/healthz")
+        yield url
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+        errors = (tmp / "error.log").read_text() if (tmp / "error.log").exists() else ""
+        if proc.returncode not in (0, None):
+            raise RuntimeError(f"nginx exited with {proc.returncode}: {(stderr + errors)[-500:]}")

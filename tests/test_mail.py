@@ -49,8 +49,9 @@ async def test_signup_mails_a_verification_link_that_works(aiohttp_client, make_
     mail = inbox.messages[0]
     assert mail["To"] == email and "Confirm" in mail["Subject"]
     body = mail.get_payload(decode=True).decode()
-    link = body.split("/api/v1/auth/verify?token=")[1].split()[0]
-    resp = await client.get(f"/api/v1/auth/verify?token={link}")
+    page, token = body.split("#token=")[0].split()[-1], body.split("#token=")[1].split()[0]
+    assert page.endswith("/static/verify.html")
+    resp = await client.post("/api/v1/auth/verify", json={"token": token, "password": PASSWORD})
     assert resp.status == 200
     assert (await resp.json())["user"]["is_verified"] is True
 

@@ -58,6 +58,17 @@ def test_values_are_parsed():
         ({"PURGE_CRON": "every day"}, "PURGE_CRON"),
         ({"PURGE_CRON": "61 * * * *"}, "PURGE_CRON"),
         ({"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"),
+        ({"TRUSTED_PROXIES": "-1"}, "TRUSTED_PROXIES"),
+        ({"SIGNUPS_PER_HOUR_PER_ADDRESS": "-1"}, "SIGNUPS_PER_HOUR_PER_ADDRESS"),
+        ({"SIGNUPS_PER_HOUR_PER_ADDRESS": "many"}, "SIGNUPS_PER_HOUR_PER_ADDRESS"),
+        ({"TRUSTED_PROXIES": "11"}, "TRUSTED_PROXIES"),
+        ({"TRUSTED_PROXIES": "one"}, "TRUSTED_PROXIES"),
+        ({"ALLOWED_ORIGINS": "https://a.example *"}, "ALLOWED_ORIGINS"),
+        ({"PUBLIC_URL": "chat.example.com"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "https://chat.example.com/chat"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "https://chat.example.com *"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "https://user@chat.example.com"}, "PUBLIC_URL"),
+        ({"PUBLIC_URL": "ftp://chat.example.com"}, "PUBLIC_URL"),
         ({"ADMIN_EMAILS": "boss@example.com, İnfo@example.com"}, "ADMIN_EMAILS"),
         ({"ADMIN_EMAILS": "not-an-address"}, "ADMIN_EMAILS"),
         ({"REQUIRE_VERIFIED_EMAIL": "maybe"}, "REQUIRE_VERIFIED_EMAIL"),
@@ -71,6 +82,13 @@ def test_values_are_parsed():
 def test_bad_values_name_the_setting(env, name):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env(env)
+
+
+def test_own_origin_comes_from_public_url_or_host_and_port():
+    assert Settings.from_env({}).own_origin == "http://127.0.0.1:8000"
+    assert Settings.from_env({"HOST": "::1", "PORT": "9"}).own_origin == "http://[::1]:9"
+    s = Settings.from_env({"PUBLIC_URL": "https://chat.example.com/"})
+    assert s.public_url == s.own_origin == "https://chat.example.com"
 
 
 def test_unix_socket_database_url_is_accepted():

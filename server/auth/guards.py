@@ -12,7 +12,6 @@ from typing import Any
 from aiohttp import web
 
 from server import keys
-from server.auth.emails import EmailError, email_key
 from server.auth.tokens import TokenError
 from server.db import queries
 from server.http import APIError
@@ -28,25 +27,29 @@ def bearer_token(request: web.Request) -> str:
     return token.strip()
 
 
+async def token_user(app: web.Application, token: str) -> Any:
+    """The user an access token names, read now: TokenError unless the token is sound,
+    the user exists and is active, and the token's generation is the user's (tokens
+    issued before verification or a password change are revoked). REST and every
+    WebSocket `auth` ask this."""
+    claims = app[keys.TOKENS].verify(token)
+    user = await queries.user_by_id(app[keys.POOL], claims.user_id)
+    if user is None or not user["is_active"] or user["token_generation"] != claims.generation:
+        raise TokenError("invalid token")
+    return user
+
+
 async def current_user(request: web.Request) -> Any:
     """The active user named by the request's bearer token, or a 401."""
     try:
-        claims = request.app[keys.TOKENS].verify(bearer_token(request))
+        return await token_user(request.app, bearer_token(request))
     except TokenError as exc:
         raise APIError(401, str(exc), UNAUTHORIZED) from None
-    user = await queries.user_by_id(request.app[keys.POOL], claims.user_id)
-    if user is None or not user["is_active"]:
-        raise APIError(401, "invalid token", UNAUTHORIZED)
-    return user
 
 
 def is_admin(user: Any, admin_emails: frozenset[str]) -> bool:
     """A verified user whose normalised email is in ADMIN_EMAILS (normalised alike)."""
-    try:
-        key = email_key(user["email"])
-    except EmailError:
-        return False
-    return bool(user["is_verified"]) and key in admin_emails
+    return bool(user["is_verified"]) and user["email_key"] in admin_emails
 
 
 async def require_admin(request: web.Request) -> Any:

@@ -2,7 +2,9 @@
 
 Verification is strict: the algorithm is pinned to the setting (so `none` and
 algorithm swaps fail), and `exp`, `iat`, `sub` and `jti` are required. A `typ`
-claim keeps a verification link from being used as an access token.
+claim keeps a verification link from being used as an access token. An access
+token's `gen` is its account's token generation when issued (0 when absent, as in
+tokens issued before it existed); the caller compares it with the account's.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Claims:
     jti: str
     issued_at: int
     expires_at: int
+    generation: int = 0
 
 
 class TokenIssuer:
@@ -52,16 +55,17 @@ class TokenIssuer:
         self.verify_ttl_s = verify_ttl_s
         self.clock = clock
 
-    def issue(self, user_id: int, typ: str = ACCESS) -> tuple[str, Claims]:
+    def issue(self, user_id: int, typ: str = ACCESS, generation: int = 0) -> tuple[str, Claims]:
         now = int(self.clock())
         ttl = self.access_ttl_s if typ == ACCESS else self.verify_ttl_s
-        claims = Claims(user_id, uuid.uuid4().hex, now, now + ttl)
+        claims = Claims(user_id, uuid.uuid4().hex, now, now + ttl, generation)
         payload = {
             "sub": str(user_id),
             "iat": claims.issued_at,
             "exp": claims.expires_at,
             "jti": claims.jti,
             "typ": typ,
+            "gen": generation,
         }
         with warnings.catch_warnings():
             # A 32-byte key is our floor; PyJWT would nag for HS384/HS512 on every call.
@@ -86,8 +90,11 @@ class TokenIssuer:
         exp, iat, sub = payload["exp"], payload["iat"], payload["sub"]
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (exp, iat)):
             raise TokenError("invalid token")
+        gen = payload.get("gen", 0)
+        if not isinstance(gen, int) or isinstance(gen, bool) or gen < 0:
+            raise TokenError("invalid token")
         if not isinstance(sub, str) or not sub.isdigit() or payload.get("typ") != typ:
             raise TokenError("invalid token")
         if exp <= self.clock():
             raise TokenError("token expired", expired=True)
-        return Claims(int(sub), str(payload["jti"]), int(iat), int(exp))
+        return Claims(int(sub), str(payload["jti"]), int(iat), int(exp), gen)

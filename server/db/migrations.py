@@ -54,6 +54,24 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                 )
             log.info("applied migration %s", name)
             applied_now.append(name)
+        await backfill_email_keys(conn)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return applied_now
+
+
+async def backfill_email_keys(conn: asyncpg.Connection) -> int:
+    """Key the rows SQL could not (non-ASCII addresses) with `server.auth.emails`;
+    the number keyed. A row left without a key cannot log in, and is logged."""
+    from server.auth.emails import EmailError, email_key
+
+    keyed = 0
+    for row in await conn.fetch("SELECT id, email FROM users WHERE email_key IS NULL"):
+        try:
+            key = email_key(row["email"])
+            async with conn.transaction():
+                await conn.execute("UPDATE users SET email_key = $2 WHERE id = $1", row["id"], key)
+            keyed += 1
+        except (EmailError, asyncpg.UniqueViolationError) as exc:
+            log.warning("user %s keeps no email key and cannot log in: %s", row["id"], exc)
+    return keyed

@@ -9,7 +9,8 @@ import asyncpg
 
 Executor = asyncpg.Pool | asyncpg.Connection
 
-USER_COLUMNS = "id, email, is_active, is_verified, created_at"
+USER_COLUMNS = "id, email, email_key, is_active, is_verified, created_at, token_generation"
+
 HISTORY_COLUMNS = (
     'id, message, is_user_message, "timestamp", client_id, reply_to, finish_reason, sources'
 )
@@ -18,19 +19,22 @@ HISTORY_COLUMNS = (
 # -- users -----------------------------------------------------------------------------
 
 
-async def create_user(db: Executor, email: str, hashed_password: str) -> asyncpg.Record | None:
-    """The new user, or None when the email is taken (case-insensitively)."""
+async def create_user(
+    db: Executor, email: str, email_key: str, hashed_password: str
+) -> asyncpg.Record | None:
+    """The new user, or None when an account has this email key (`server.auth.emails`)."""
     return await db.fetchrow(
-        f"INSERT INTO users (email, hashed_password) VALUES ($1, $2) "
-        f"ON CONFLICT (lower(email)) DO NOTHING RETURNING {USER_COLUMNS}",
+        f"INSERT INTO users (email, email_key, hashed_password) VALUES ($1, $2, $3) "
+        f"ON CONFLICT (email_key) DO NOTHING RETURNING {USER_COLUMNS}",
         email,
+        email_key,
         hashed_password,
     )
 
 
-async def user_by_email(db: Executor, email: str) -> asyncpg.Record | None:
+async def user_by_email(db: Executor, email_key: str) -> asyncpg.Record | None:
     return await db.fetchrow(
-        f"SELECT {USER_COLUMNS}, hashed_password FROM users WHERE lower(email) = lower($1)", email
+        f"SELECT {USER_COLUMNS}, hashed_password FROM users WHERE email_key = $1", email_key
     )
 
 
@@ -47,20 +51,38 @@ async def add_verification(db: Executor, jti: str, user_id: int, expires_at: dat
     )
 
 
-async def use_verification(db: Executor, jti: str, user_id: int) -> bool:
-    """Mark the link used and the user verified; False if unknown, used or expired."""
-    return bool(
-        await db.fetchval(
-            "WITH used AS ("
-            "  UPDATE email_verifications SET used_at = now()"
-            "  WHERE jti = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > now()"
-            "  RETURNING user_id)"
-            " UPDATE users SET is_verified = true WHERE id IN (SELECT user_id FROM used)"
-            " RETURNING true",
-            jti,
-            user_id,
-        )
+async def use_verification(
+    db: Executor, jti: str, user_id: int, hashed_password: str | None
+) -> asyncpg.Record | None:
+    """Use the link: the user, now verified, with every earlier token revoked and the
+    password replaced by `hashed_password` (the opener's choice; None: no password);
+    None if the link is unknown, used or expired."""
+    return await db.fetchrow(
+        "WITH used AS ("
+        "  UPDATE email_verifications SET used_at = now()"
+        "  WHERE jti = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > now()"
+        "  RETURNING user_id)"
+        " UPDATE users SET is_verified = true, hashed_password = $3,"
+        "  token_generation = token_generation + 1"
+        f" WHERE id IN (SELECT user_id FROM used) RETURNING {USER_COLUMNS}",
+        jti,
+        user_id,
+        hashed_password,
     )
+
+
+async def set_password(db: Executor, user_id: int, hashed_password: str) -> asyncpg.Record:
+    """A new password; every token issued before is revoked. The user, updated."""
+    return await db.fetchrow(
+        "UPDATE users SET hashed_password = $2, token_generation = token_generation + 1"
+        f" WHERE id = $1 RETURNING {USER_COLUMNS}",
+        user_id,
+        hashed_password,
+    )
+
+
+async def password_hash(db: Executor, user_id: int) -> str | None:
+    return await db.fetchval("SELECT hashed_password FROM users WHERE id = $1", user_id)
 
 
 # -- rate limits -----------------------------------------------------------------------
@@ -87,6 +109,20 @@ async def add_hit(db: Executor, key: str, window_s: int) -> None:
         key,
         window_s,
     )
+
+
+async def count_hit(db: Executor, key: str, window_s: int) -> tuple[int, float]:
+    """Add one hit to `key`'s current window, atomically: (hits now, seconds left)."""
+    row = await db.fetchrow(
+        "INSERT INTO rate_limits (key, window_start, hits)"
+        " VALUES ($1, to_timestamp(floor(extract(epoch FROM now()) / $2) * $2), 1)"
+        " ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_limits.hits + 1"
+        " RETURNING hits,"
+        "  extract(epoch FROM window_start + make_interval(secs => $2) - now()) AS left_s",
+        key,
+        window_s,
+    )
+    return row["hits"], float(row["left_s"])
 
 
 async def clear_hits(db: Executor, key: str) -> None:

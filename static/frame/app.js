@@ -30,12 +30,18 @@ const el = (tag, cls, text) => {
   return node;
 };
 
-// ---- configuration from the loader (the URL fragment) and the host page link --
+// ---- configuration from the loader: the URL fragment (origin, colour) and a message --
+//
+// Title and greeting are text shown on this origin, so they come only from the
+// embedding page, in a `config` message from its origin, checked as every message
+// from the host is (the page may frame us only if ALLOWED_ORIGINS lets it, by CSP
+// frame-ancestors). Opened from a link, the page is not framed and shows neither.
 
+const DEFAULT_TITLE = "Chat with us";
 const params = new URLSearchParams(location.hash.slice(1));
 const config = {
-  title: (params.get("title") || "Chat with us").slice(0, 80),
-  greeting: (params.get("greeting") || "").slice(0, 500),
+  title: DEFAULT_TITLE,
+  greeting: "",
   color: /^#(?:[0-9a-f]{3}){1,2}$/i.test(params.get("color") || "") ? params.get("color") : null,
   host: hostOrigin(params.get("host")),
 };
@@ -206,7 +212,9 @@ async function submitAuth(event) {
         return;
       }
       setToken(body.access_token, body.email || email);
-      showBanner(`Welcome! We sent a verification link to ${body.email || email}. Please confirm your address.`);
+      showBanner(
+        `Welcome! We sent a verification link to ${body.email || email}: open it to confirm your address and choose your password, then log in again.`,
+      );
     } else {
       const body = await api("POST", "/api/v1/auth/login", { email, password });
       setToken(body.access_token, email);
@@ -278,11 +286,7 @@ async function enterChat(focus) {
   $("who").hidden = !state.email;
   $("who").textContent = state.email || "";
   if (focus && state.open) $("input").focus();
-  if (config.greeting && !$("log").querySelector(".greeting-msg")) {
-    const bubble = el("div", "msg bot greeting-msg");
-    bubble.append(render(config.greeting));
-    $("log").prepend(bubble);
-  }
+  showGreeting();
   try {
     await loadHistory();
   } catch (err) {
@@ -614,16 +618,32 @@ function setOpen(open) {
   else $("password").focus();
 }
 
+/** The greeting as the conversation's first bubble, once there is a conversation. */
+function showGreeting() {
+  if (!config.greeting || $("chat").hidden || $("log").querySelector(".greeting-msg")) return;
+  const bubble = el("div", "msg bot greeting-msg");
+  bubble.append(render(config.greeting));
+  $("log").prepend(bubble);
+}
+
+/** Title and greeting from the embedding page's tag (the loader's `config` message). */
+function applyConfig(msg) {
+  config.title = (typeof msg.title === "string" && msg.title.slice(0, 80)) || DEFAULT_TITLE;
+  config.greeting = typeof msg.greeting === "string" ? msg.greeting.slice(0, 500) : "";
+  document.title = config.title;
+  $("title").textContent = config.title;
+  $("auth-greeting").textContent = config.greeting;
+  $("auth-greeting").hidden = !config.greeting;
+  $("log").querySelector(".greeting-msg")?.remove();
+  showGreeting();
+}
+
 function init() {
   document.title = config.title;
   $("title").textContent = config.title;
   if (config.color) {
     document.documentElement.style.setProperty("--accent", config.color);
     document.documentElement.style.setProperty("--ink", ink(config.color));
-  }
-  if (config.greeting) {
-    $("auth-greeting").textContent = config.greeting;
-    $("auth-greeting").hidden = false;
   }
   $("close").hidden = !config.host;
   $("close").addEventListener("click", () => toHost("close"));
@@ -674,6 +694,7 @@ function init() {
     if (!msg || msg.chatWidget !== 1) return;
     if (msg.type === "open") setOpen(true);
     else if (msg.type === "close") setOpen(false);
+    else if (msg.type === "config") applyConfig(msg);
   });
 
   if (state.token) enterChat(false);

@@ -201,3 +201,58 @@ async def test_a_reply_ending_while_the_panel_is_closed_marks_the_launcher(
     await page.evaluate("() => ChatWidget.close()")
     assert await launcher.get_attribute("aria-label") == "Open chat"
     assert not await launcher.evaluate("b => b.classList.contains('u')")
+
+
+# ---- title and greeting come only from the embedding page (issue 18, item 9) ---------
+
+
+async def test_a_crafted_frame_link_shows_no_one_s_text(page: Page, chat_server: ChatServer):
+    """Opened from a link, the frame is not framed: the fragment's text is never shown."""
+    crafted = "title=Security+alert&greeting=Your+account+is+locked.+Call+%2B1-555-0100"
+    for extra in ("", f"&host={chat_server.origin}"):
+        await page.goto(f"{chat_server.origin}/static/widget-frame.html#{crafted}{extra}")
+        await page.locator("#auth:not([hidden])").wait_for()
+        assert await page.locator("#title").inner_text() == "Chat with us"
+        assert await page.locator("#auth-greeting").is_hidden()
+        body = await page.locator("body").inner_text()
+        assert "locked" not in body and "Security alert" not in body
+        assert await page.title() == "Chat with us"
+
+
+async def test_an_allowed_page_framing_it_directly_cannot_set_text_by_url(
+    page: Page, chat_server: ChatServer, host_site: HostSite
+):
+    """Even framed by an allowed site, text comes only from the loader's message."""
+    url = f"{chat_server.origin}/static/widget-frame.html#host={host_site.origin}&title=Evil"
+    host_site.pages["direct"] = host_page(
+        chat_server.origin, body=f'<iframe id="direct" src="{url}&greeting=Phish"></iframe>'
+    )
+    await page.goto(f"{host_site.origin}/direct")
+    frame = await widget_frame(page, chat_server)
+    await frame.locator("#auth:not([hidden])").wait_for()
+    assert await frame.locator("#title").inner_text() == "Chat with us"
+    assert "Phish" not in await frame.locator("body").inner_text()
+
+
+async def test_config_from_another_origin_is_ignored(
+    page: Page, chat_server: ChatServer, host_site: HostSite
+):
+    """A `config` message counts only from the embedding page's origin, via its window."""
+    await page.goto(f"{host_site.origin}/index")
+    frame = await open_widget(page, chat_server)
+    assert await frame.locator("#title").inner_text() == "Chat with us"
+    # The chat server's own origin (a same-origin window, not the parent) tries it.
+    await frame.evaluate(
+        """() => window.postMessage(
+          {chatWidget: 1, type: "config", title: "Evil", greeting: "Phish"}, location.origin)"""
+    )
+    await asyncio.sleep(0.3)
+    assert await frame.locator("#title").inner_text() == "Chat with us"
+    # The parent, from the allowed origin, may.
+    await page.evaluate(
+        f"""() => document.querySelector("[data-chat-widget]").shadowRoot
+          .querySelector("iframe").contentWindow.postMessage(
+            {{chatWidget: 1, type: "config", title: "Host's own", greeting: ""}},
+            "{chat_server.origin}")"""
+    )
+    await expect(frame.locator("#title")).to_have_text("Host's own")

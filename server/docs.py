@@ -234,7 +234,10 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                 "Choose a new password (current_password required when the account has"
                 " one); every other token of the account stops working",
                 "auth",
-                {"200": _json(_ref("Token"), "A fresh token"), **_errors(401, 403, 415, 422, 429)},
+                {
+                    "200": _json(_ref("Token"), "A fresh token"),
+                    **_errors(400, 401, 403, 415, 422, 429),
+                },
                 requestBody=_body(
                     _obj(["password"], password={**TEXT, "minLength": 8}, current_password=TEXT)
                 ),

@@ -28,11 +28,13 @@ import asyncio
 import gc
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("run_server")
 
 RESTART_DELAY_S = 1.0
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's multiprocess mode
 BAD_SETTING = 2  # the exit status for a bad setting: a supervisor must not restart it
 
 
@@ -183,6 +186,14 @@ class Supervisor:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
 
+    def _forget_metrics(self, pid: int) -> None:
+        """A dead worker's live gauges (open connections) no longer count."""
+        path = self.env.get(MULTIPROC_ENV)
+        if path:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid, path)
+
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
@@ -196,6 +207,7 @@ class Supervisor:
                     self.bad_setting = True
                 elif proc.poll() is not None and self.stopping is None:
                     log.error("worker %d exited with %s; restarting", proc.pid, proc.returncode)
+                    self._forget_metrics(proc.pid)
                     time.sleep(RESTART_DELAY_S)
                     if self.stopping is None:
                         self.workers[i] = self._spawn()
@@ -226,10 +238,20 @@ def serve_workers(settings: Settings) -> None:
             env["DATABASE_URL"] = stack.enter_context(embedded_postgres(settings.var_dir))
             log.info("using the embedded PostgreSQL in %s", settings.var_dir / "pgdata")
         env["SECRET_KEY"] = settings.with_secret().secret_key
+        env.setdefault(MULTIPROC_ENV, str(_metrics_dir(settings)))
         log.info("serving on %s:%d with %d workers", settings.host, settings.port, settings.workers)
         supervisor = Supervisor(settings.workers, env, settings.shutdown_timeout_s + 15)
         status = supervisor.run()
     raise SystemExit(status)
+
+
+def _metrics_dir(settings: Settings) -> Path:
+    """An empty folder for the workers' metrics (prometheus-client's multiprocess mode):
+    one scrape on any worker then covers them all."""
+    path = (settings.var_dir / "metrics").resolve()
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def purge(settings: Settings) -> None:

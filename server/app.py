@@ -23,6 +23,8 @@ from server.auth.tokens import TokenIssuer
 from server.db import pool as db_pool
 from server.db.migrations import migrate
 from server.mail import Mailer
+from server.metrics import Metrics, metrics_middleware
+from server.metrics import setup as setup_metrics
 from server.middlewares import error_middleware, hide_server_version, response_headers
 from server.settings import Settings
 
@@ -86,8 +88,10 @@ def create_app(settings: Settings) -> web.Application:
 
     if not settings.secret_key:
         settings = settings.with_secret()
+    metrics = Metrics()
     app = web.Application(
-        middlewares=[error_middleware],
+        # The metrics see each request's final status: errors are answered inside them.
+        middlewares=[metrics_middleware(metrics), error_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[keys.SETTINGS] = settings
@@ -111,6 +115,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(auth_routes)
     app.add_routes(chat_routes)
     health.setup(app)
+    setup_metrics(app, metrics)
     docs.setup(app)
     setup_static(app)
     contexts = list(app.cleanup_ctx)

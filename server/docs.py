@@ -328,6 +328,19 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                 security=BEARER,
             ),
         },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics (text format); with METRICS_TOKEN set, Bearer that token",
+                "ops",
+                {
+                    "200": {
+                        "description": "The metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401),
+                },
+            )
+        },
         "/healthz": {"get": _op("Liveness", "ops", {"200": _json(_ref("Status"), "Alive")})},
         "/readyz": {
             "get": _op(

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from server.chat.replies import ReplyManager
     from server.jobs import PurgeJob
     from server.mail import Mailer
+    from server.metrics import Metrics
     from server.settings import Settings
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -33,6 +34,7 @@ REPLIES: web.AppKey[ReplyManager] = web.AppKey("replies")
 FANOUT: web.AppKey[FanOut] = web.AppKey("fanout")
 CONNECTIONS: web.AppKey[Connections] = web.AppKey("connections")
 PURGE: web.AppKey[PurgeJob] = web.AppKey("purge")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 DSN: web.AppKey[str] = web.AppKey("dsn")  # the database URL in use (embedded or given)
 #: Set once shutdown begins: /readyz answers 503, new WebSockets and messages are refused.
 SHUTDOWN: web.AppKey[asyncio.Event] = web.AppKey("shutdown")

@@ -206,6 +206,7 @@ class Settings:
     smtp_url: str | None = setting("SMTP_URL", _smtp_url)
     mail_from: str = setting("MAIL_FROM", _str, "Chat Server <noreply@localhost>")
     admin_emails: frozenset[str] = setting("ADMIN_EMAILS", _emails, frozenset())
+    metrics_token: str | None = setting("METRICS_TOKEN", _optional)
     bcrypt_rounds: int = setting("BCRYPT_ROUNDS", _int(4, 16), 12)
     shutdown_timeout_s: float = setting("SHUTDOWN_TIMEOUT_S", _float(0), 10.0)
     var_dir: Path = setting("VAR_DIR", _path, Path("var"))

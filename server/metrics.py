@@ -1,0 +1,114 @@
+"""Prometheus metrics: what operators scrape at `GET /metrics`.
+
+Each app owns a `Metrics` with a registry of its own, so several apps in one
+process (the tests) count apart. With WORKERS above 1 the supervisor gives every
+worker one `PROMETHEUS_MULTIPROC_DIR` (prometheus-client's multiprocess mode):
+each worker writes its figures there and a scrape on any worker reads them all,
+so one scrape covers the whole instance. Labels are bounded: routes are the
+router's templates (`/api/v1/admin/documents/{id}`), never raw paths.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from server import keys
+from server.http import APIError
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+UNMATCHED = "unmatched"  # the route label of a request no route took (a 404, a 405)
+
+
+class Metrics:
+    """The server's metrics, registered in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
+        r = self.registry
+        self.http_requests = Counter(
+            "http_requests_total",
+            "REST requests answered, by method, route template and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "REST request handling time, by method and route template",
+            ["method", "route"],
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        """The text format: this app's registry, or every worker's in multiprocess mode."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+        return generate_latest(registry)
+
+
+def route_label(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED
+
+
+def metrics_middleware(metrics: Metrics):
+    """Count and time every HTTP request but the WebSocket's long life and /metrics itself."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            route = route_label(request)
+            if not (status == 101 or route == "/metrics"):
+                method = request.method
+                metrics.http_requests.labels(method, route, str(status)).inc()
+                metrics.http_duration.labels(method, route).observe(time.perf_counter() - started)
+
+    return middleware
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    """`GET /metrics`; with METRICS_TOKEN set, only for `Authorization: Bearer <token>`."""
+    token = request.app[keys.SETTINGS].metrics_token
+    if token is not None:
+        sent = request.headers.get("Authorization", "")
+        scheme, _, value = sent.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            value.strip().encode(), token.encode()
+        ):
+            raise APIError(401, "a valid METRICS_TOKEN is required", {"WWW-Authenticate": "Bearer"})
+    body = request.app[keys.METRICS].exposition()
+    return web.Response(
+        body=body,
+        headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"},
+    )
+
+
+def setup(app: web.Application, metrics: Metrics) -> None:
+    app[keys.METRICS] = metrics
+    app.router.add_get("/metrics", metrics_view)

@@ -1,0 +1,87 @@
+"""`GET /metrics`: the Prometheus text format, parsed with prometheus-client's own parser."""
+
+from __future__ import annotations
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import TEST_SECRET
+from tests.processes import server_process
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} of an exposition."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def requests_total(found, method: str, route: str, status: str) -> float:
+    labels = (("method", method), ("route", route), ("status", status))
+    return found.get(("http_requests_total", labels), 0.0)
+
+
+async def test_requests_are_counted_by_route_template_and_status(client, user):
+    for _ in range(3):
+        assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/no/such/path")).status == 404
+    assert (await client.get("/api/v1/auth/me")).status == 401
+    assert (await client.get("/api/v1/auth/me", headers=user["headers"])).status == 200
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=")
+    found = samples(await resp.text())
+    assert requests_total(found, "GET", "/healthz", "200") == 3
+    assert requests_total(found, "GET", "unmatched", "404") == 1
+    assert requests_total(found, "GET", "/api/v1/auth/me", "401") == 1
+    assert requests_total(found, "GET", "/api/v1/auth/me", "200") == 1
+    assert requests_total(found, "POST", "/api/v1/auth/signup", "201") == 1  # the user fixture
+    # Durations are observed for the same requests; /metrics itself is not counted.
+    duration = (("method", "GET"), ("route", "/healthz"))
+    assert found[("http_request_duration_seconds_count", duration)] == 3
+    assert not any(labels and ("route", "/metrics") in labels for _, labels in found)
+
+
+async def test_paths_with_ids_are_labelled_by_their_template(client):
+    resp = await client.get("/api/v1/admin/documents/some-id")
+    assert resp.status == 401
+    found = samples(await (await client.get("/metrics")).text())
+    assert requests_total(found, "GET", "/api/v1/admin/documents/{id}", "401") == 1
+
+
+async def test_metrics_token_guards_the_endpoint(aiohttp_client, make_settings):
+    from server.app import create_app
+
+    client = await aiohttp_client(create_app(make_settings(metrics_token="scrape-me-0123")))
+    assert (await client.get("/metrics")).status == 401
+    wrong = {"Authorization": "Bearer scrape-me-9999"}
+    resp = await client.get("/metrics", headers=wrong)
+    assert resp.status == 401
+    assert "detail" in await resp.json()
+    right = {"Authorization": "Bearer scrape-me-0123"}
+    assert (await client.get("/metrics", headers=right)).status == 200
+
+
+async def test_one_scrape_covers_every_worker(tmp_path, database_url):
+    """WORKERS=2: requests spread over both processes; any worker's scrape counts them all."""
+    async with server_process(tmp_path, database_url, TEST_SECRET, WORKERS="2") as server:
+        sent = 40
+        for _ in range(sent):  # a new connection each: the kernel spreads them over workers
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(server.url + "/healthz") as resp,
+            ):
+                assert resp.status == 200
+        for _ in range(3):  # every scrape, on whichever worker takes it, sees the same total
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(server.url + "/metrics") as resp,
+            ):
+                found = samples(await resp.text())
+            assert requests_total(found, "GET", "/healthz", "200") == sent
+        # Both workers counted (the kernel spread 40 new connections over them), each in
+        # its own file: the totals above are their sum.
+        files = sorted(p.name for p in (tmp_path / "var" / "metrics").glob("counter_*.db"))
+        assert len(files) == 2, files

@@ -255,7 +255,7 @@ def _metrics_dir(settings: Settings) -> Path:
 
 
 def purge(settings: Settings) -> None:
-    from server.jobs import purge_from_cli
+    from server.jobs.cli import purge_from_cli
 
     raise SystemExit(asyncio.run(purge_from_cli(settings)))
 

@@ -26,8 +26,8 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.chat.store import INSERT_BATCH  # noqa: E402
 from server.db import scratch  # noqa: E402
+from server.db.group_commit import INSERT_BATCH  # noqa: E402
 from server.db.migrations import migrate  # noqa: E402
 
 PER_BATCH = 50  # messages a batch (and as many replies)

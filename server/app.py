@@ -1,10 +1,11 @@
 """The app factory: settings in, a wired `web.Application` out.
 
-Resources open and close in cleanup contexts, in dependency order:
-database → HTTP client → answer pipeline → chat (store, fan-out, replies) →
-jobs. Shutdown runs them backwards, after the WebSockets are told to go away.
-`begin_shutdown` is shutdown's first step, taken by `run_server` while the server
-still listens.
+Resources open and close in cleanup contexts, listed once in `create_app` in
+the order they start: password hasher → database → HTTP client → mail →
+answer pipeline → chat (store, connections, fan-out, replies) → purge. Shutdown
+runs them backwards, after the WebSockets are told to go away.
+`begin_shutdown` is shutdown's first step, taken by `run_server` while the
+server still listens.
 """
 
 from __future__ import annotations
@@ -79,10 +80,10 @@ async def begin_shutdown(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     from server import docs, health
-    from server.answers.setup import setup_answers
+    from server.answers.setup import answers_context, setup_answers
     from server.auth.views import routes as auth_routes
-    from server.chat.setup import setup_chat
-    from server.jobs import setup_jobs
+    from server.chat.setup import chat_context, setup_chat
+    from server.jobs.views import purge_context, setup_jobs
     from server.static import setup_static
     from server.web import routes as chat_routes
 
@@ -103,24 +104,32 @@ def create_app(settings: Settings) -> web.Application:
         settings.access_token_expire_minutes * 60,
         settings.verify_token_expire_hours * 3600,
     )
-    app.cleanup_ctx.append(hasher_context)
-    app.cleanup_ctx.append(database_context)
-    app.cleanup_ctx.append(http_client_context)
-    app.cleanup_ctx.append(mail_context)
+    # The start-up order, top to bottom; shutdown leaves them bottom to top.
+    app.cleanup_ctx.append(
+        all_or_nothing(
+            [
+                hasher_context,  # bcrypt's worker threads
+                database_context,  # the pool, after the migrations
+                http_client_context,  # outgoing HTTP: the LLM provider
+                mail_context,  # verification mails, sent in the background
+                answers_context,  # knowledge base and retriever (database, HTTP)
+                chat_context,  # store → connections → fan-out → replies (answers)
+                purge_context,  # the purge's schedule (database)
+            ]
+        )
+    )
+    # Routes and handlers; none of them opens a resource.
+    app.add_routes(auth_routes)
+    app.add_routes(chat_routes)
     setup_answers(app)
     setup_chat(app)
     setup_jobs(app)
     app.on_response_prepare.append(response_headers)
     hide_server_version()
-    app.add_routes(auth_routes)
-    app.add_routes(chat_routes)
     health.setup(app)
     setup_metrics(app, metrics)
     docs.setup(app)
     setup_static(app)
-    contexts = list(app.cleanup_ctx)
-    app.cleanup_ctx.clear()
-    app.cleanup_ctx.append(all_or_nothing(contexts))
     return app
 
 

@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from server import keys
+from server.db import queries
 from server.http import json_response
 
 READY_TIMEOUT_S = 2.0
@@ -22,7 +23,7 @@ async def readyz(request: web.Request) -> web.Response:
         return json_response({"status": "shutting down"}, 503, {"Retry-After": "5"})
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
-            await request.app[keys.POOL].fetchval("SELECT 1")
+            await queries.ping(request.app[keys.POOL])
     except Exception:
         return json_response({"status": "database unavailable"}, 503, {"Retry-After": "5"})
     return json_response({"status": "ready"})

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from server.chat.connection import Connections
     from server.chat.fanout import FanOut
     from server.chat.replies import ReplyManager
-    from server.jobs import PurgeJob
+    from server.jobs.purge import PurgeJob
     from server.mail import Mailer
     from server.metrics import Metrics
     from server.settings import Settings

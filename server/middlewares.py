@@ -24,6 +24,11 @@ DB_UNAVAILABLE = (
 )
 
 
+def database_unavailable() -> APIError:
+    """The one REST answer to "the database is away": 503 with Retry-After."""
+    return APIError(503, "the database is unavailable, try again shortly", {"Retry-After": "5"})
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler):
     try:
@@ -43,11 +48,7 @@ async def error_middleware(request: web.Request, handler):
         return json_response({"detail": f"invalid value: {exc.__class__.__name__}"}, 422)
     except DB_UNAVAILABLE:
         log.warning("database unavailable for %s %s", request.method, request.path)
-        return json_response(
-            {"detail": "the database is unavailable, try again shortly"},
-            503,
-            headers={"Retry-After": "5"},
-        )
+        raise database_unavailable() from None
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return json_response({"detail": "internal server error"}, 500)

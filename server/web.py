@@ -18,6 +18,7 @@ from server.http import (
     query_int,
     read_json,
 )
+from server.middlewares import database_unavailable
 
 routes = web.RouteTableDef()
 
@@ -53,7 +54,7 @@ async def chat(request: web.Request) -> web.Response:
         if reply.error_code is ErrorCode.UPSTREAM_ERROR:
             raise APIError(502, f"the language model failed to answer: {reply.error_message}")
         if reply.error_code is ErrorCode.UNAVAILABLE:
-            raise APIError(503, "the database is unavailable", {"Retry-After": "5"})
+            raise database_unavailable()
         answer = StoredAnswer(
             "".join(reply.tokens), reply.sources or [], reply.reply_id, reply.finish_reason
         )

@@ -17,7 +17,7 @@ import pytest
 
 from server import keys
 from server.app import create_app
-from server.jobs import PURGE_LOCK, PurgeJob
+from server.jobs.purge import PURGE_LOCK, PurgeJob
 from tests.conftest import ROOT, TEST_SECRET, signup, unique_email
 
 DAY = timedelta(days=1)

@@ -165,3 +165,26 @@ async def test_unknown_path_and_method_are_json(client):
     assert resp.status == 404 and "detail" in await resp.json()
     resp = await client.put("/api/v1/chat/chat")
     assert resp.status == 405 and "detail" in await resp.json()
+
+
+async def test_a_reply_that_cannot_be_stored_answers_503_like_any_database_failure(
+    client, user, monkeypatch
+):
+    from server import keys
+    from server.db import queries
+
+    async def away(*args, **kwargs):
+        raise ConnectionRefusedError("the database is away")
+
+    monkeypatch.setattr(client.app[keys.REPLIES].store, "add_reply", away)
+    resp = await ask(client, user, "How do I embed the widget?", id="away-1")
+    assert resp.status == 503 and resp.headers["Retry-After"] == "5"
+    replied = await resp.json()
+
+    # The same answer as a request the database fails outright (the middleware's mapping).
+    monkeypatch.setattr(queries, "user_by_id", away)
+    resp = await client.get("/api/v1/chat/chat-history", headers=user["headers"])
+    assert resp.status == 503 and resp.headers["Retry-After"] == "5"
+    assert (
+        await resp.json() == replied == {"detail": "the database is unavailable, try again shortly"}
+    )

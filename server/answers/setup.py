@@ -80,7 +80,7 @@ async def answers_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup_answers(app: web.Application) -> None:
+    """The admin API's routes (`answers_context` is listed in create_app)."""
     from server.answers import admin
 
-    app.cleanup_ctx.append(answers_context)
     app.add_routes(admin.routes)

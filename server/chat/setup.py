@@ -58,6 +58,6 @@ async def shutdown_chat(app: web.Application) -> None:
 
 
 def setup_chat(app: web.Application) -> None:
-    app.cleanup_ctx.append(chat_context)
+    """The WebSocket route and the shutdown step (`chat_context` is listed in create_app)."""
     app.on_shutdown.append(shutdown_chat)
     app.router.add_get("/api/v1/chat/ws", chat_ws)

@@ -3,7 +3,8 @@
 Every caller awaits its own row; the rows that arrive while a transaction is
 under way go into the next one, so an idle server commits each message at
 once and a busy one commits hundreds together. A message is acknowledged
-only after the transaction holding it has committed.
+only after the transaction holding it has committed. The SQL is in
+`server.db.group_commit`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 import asyncpg
 import orjson
+
+from server.db import group_commit
 
 log = logging.getLogger(__name__)
 
@@ -65,46 +68,6 @@ class _NewReply:
     sources: list[dict[str, Any]]
     token_lengths: list[int]
     future: asyncio.Future[StoredReply]
-
-
-# One statement stores a whole batch, messages and replies together: outside an explicit
-# transaction it commits on its own, so an idle or a busy server pays one round trip per
-# batch. A message whose (user, client id) is stored already is skipped (a resend, or a
-# race with another instance) and looked up afterwards; a reply whose message is gone, or
-# that is stored already, likewise.
-INSERT_BATCH = """
-WITH m AS (
-    INSERT INTO chat_history (user_id, message, is_user_message, client_id)
-    SELECT u, m, true, c FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(u, m, c)
-    ON CONFLICT (user_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
-    RETURNING id, user_id, client_id, NULL::bigint AS reply_to, "timestamp"
-), r AS (
-    INSERT INTO chat_history
-        (user_id, message, is_user_message, reply_to, finish_reason, sources, token_lengths)
-    SELECT t.u, t.m, false, t.r, t.f, t.s::jsonb, t.l::integer[]
-    FROM unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[])
-         AS t(u, m, r, f, s, l)
-    JOIN chat_history q ON q.id = t.r
-    ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING
-    RETURNING id, user_id, NULL::text AS client_id, reply_to, "timestamp"
-)
-SELECT * FROM m UNION ALL SELECT * FROM r
-"""
-
-EXISTING_MESSAGES = """
-SELECT id, user_id, client_id, message, "timestamp" FROM chat_history
-WHERE (user_id, client_id) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))
-"""
-
-# Run after the batch's inserts, in its transaction: the batch's own rows count too.
-RECENT_COUNTS = """
-SELECT user_id, count(*) AS n,
-       extract(epoch FROM min("timestamp") + make_interval(secs => $2) - now()) AS left_s
-FROM chat_history
-WHERE user_id = ANY($1::bigint[]) AND is_user_message
-  AND "timestamp" > now() - make_interval(secs => $2)
-GROUP BY user_id
-"""
 
 
 def _resend(stored: StoredMessage, stored_text: str, text: str) -> StoredMessage | IdConflict:
@@ -217,10 +180,10 @@ class ChatStore:
         outcome: dict[tuple[int, str], Any] = {}
         if self.rate_per_minute and fresh:
             async with conn.transaction():
-                rows = await conn.fetch(INSERT_BATCH, *args)
+                rows = await group_commit.insert_batch(conn, *args)
                 await self._over_rate(conn, rows, outcome)
         else:
-            rows = await conn.fetch(INSERT_BATCH, *args)
+            rows = await group_commit.insert_batch(conn, *args)
         # Committed: only now may anyone learn of the rows.
         stored_replies: dict[int, StoredReply] = {}
         for r in rows:
@@ -234,10 +197,7 @@ class ChatStore:
         missing = [i.reply_to for i in replies if i.reply_to not in stored_replies]
         if missing:
             # Already stored (a second generation after a failover) or the message is gone.
-            for r in await conn.fetch(
-                'SELECT id, reply_to, "timestamp" FROM chat_history WHERE reply_to = ANY($1)',
-                missing,
-            ):
+            for r in await group_commit.replies_to(conn, missing):
                 stored_replies[r["reply_to"]] = StoredReply(r["id"], r["timestamp"])
 
         for item in messages:
@@ -260,7 +220,9 @@ class ChatStore:
         if not items:
             return
         texts = {(i.user_id, i.client_id): i.text for i in items}
-        rows = await conn.fetch(EXISTING_MESSAGES, [k[0] for k in texts], [k[1] for k in texts])
+        rows = await group_commit.existing_messages(
+            conn, [k[0] for k in texts], [k[1] for k in texts]
+        )
         for r in rows:
             key = (r["user_id"], r["client_id"])
             stored = StoredMessage(r["id"], r["timestamp"], True)
@@ -283,7 +245,7 @@ class ChatStore:
                 inserted.setdefault(r["user_id"], []).append(r)
         if not inserted:
             return
-        counts = await conn.fetch(RECENT_COUNTS, list(inserted), float(RATE_WINDOW_S))
+        counts = await group_commit.recent_counts(conn, list(inserted), RATE_WINDOW_S)
         refused: list[int] = []
         for c in counts:
             mine = inserted[c["user_id"]]
@@ -294,7 +256,7 @@ class ChatStore:
                     refused.append(r["id"])
                     outcome[(r["user_id"], r["client_id"])] = RateLimited(wait)
         if refused:
-            await conn.execute("DELETE FROM chat_history WHERE id = ANY($1::bigint[])", refused)
+            await group_commit.delete_rows(conn, refused)
 
 
 def _settle(future: asyncio.Future[Any], result: Any) -> None:

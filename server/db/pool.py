@@ -112,7 +112,7 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     connection: nothing runs SET, LISTEN or DECLARE on one (LISTEN has connections of
     its own, server/db/listen.py), and the two session advisory locks are released
     in `finally` by their owners, the migrations (server/db/migrations.py) and the
-    purge (server/jobs.py, which terminates the connection when the unlock fails).
+    purge (server/jobs/purge.py, which terminates the connection when the unlock fails).
     asyncpg still rolls back an open transaction and drops listener callbacks before
     calling this.
     """

@@ -1,4 +1,8 @@
-"""The SQL the server runs, as plain functions over a connection or pool."""
+"""The SQL the server runs, as plain functions over a connection or pool.
+
+Two concerns have modules of their own: the chat store's group commit
+(`group_commit`) and the history purge (`purge`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,11 @@ USER_COLUMNS = "id, email, email_key, is_active, is_verified, created_at, token_
 HISTORY_COLUMNS = (
     'id, message, is_user_message, "timestamp", client_id, reply_to, finish_reason, sources'
 )
+
+
+async def ping(db: Executor) -> None:
+    """A round trip: raises when the database does not answer."""
+    await db.fetchval("SELECT 1")
 
 
 # -- users -----------------------------------------------------------------------------

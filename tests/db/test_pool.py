@@ -6,7 +6,7 @@ import asyncpg
 
 from server.db.migrations import migrate
 from server.db.pool import open_pool
-from server.jobs import PURGE_LOCK, PurgeJob
+from server.jobs.purge import PURGE_LOCK, PurgeJob
 
 ADVISORY_LOCKS = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1"
 

@@ -16,7 +16,9 @@ One run, under a PostgreSQL advisory lock held on one dedicated connection:
 
 The schedule (aiocron, UTC) only starts runs; every error is caught and logged
 inside the run, so aiocron never swallows it in a done-callback and the next
-tick still happens. `python run_server.py purge` runs it once (`purge_from_cli`).
+tick still happens. Its SQL is in `server.db.purge`; its admin endpoints and
+cleanup context in `server.jobs.views`; `python run_server.py purge` runs it
+once (`server.jobs.cli`).
 """
 
 from __future__ import annotations
@@ -24,21 +26,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import aiocron
 import asyncpg
-from aiohttp import web
-from cronsim import CronSim
 
-from server import keys
-from server.auth.guards import require_admin
-from server.http import json_response
-from server.settings import Settings
+from server.db import purge as purge_sql
 
 log = logging.getLogger(__name__)
 
@@ -49,40 +46,6 @@ STOP_TIMEOUT_S = 5.0  # how long shutdown waits for a run in progress before can
 Status = Literal["ok", "skipped", "error"]
 # Opens the run's one connection: `pool.acquire` in the app, a stand-in in tests.
 Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
-
-_CUTOFF = "SELECT now() - make_interval(hours => $1 * 24)"
-# One batch of old rows, and the replies of the messages among them even where a reply is
-# younger than the cutoff (it would otherwise outlive its message). Returns (old, replies).
-_DELETE_HISTORY_BATCH = """
-WITH old AS (
-    DELETE FROM chat_history WHERE id IN (
-        SELECT id FROM chat_history WHERE "timestamp" < $1 ORDER BY "timestamp" LIMIT $2)
-    RETURNING id, is_user_message
-), replies AS (
-    DELETE FROM chat_history
-    WHERE reply_to IN (SELECT id FROM old WHERE is_user_message) AND "timestamp" >= $1
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM old), (SELECT count(*) FROM replies)
-"""
-_DELETE_OTHER = (
-    "DELETE FROM email_verifications WHERE used_at IS NOT NULL OR expires_at < now()",
-    "DELETE FROM rate_limits WHERE window_start < now() - make_interval(hours => $1)",
-    "DELETE FROM purge_runs WHERE finished_at < $1",
-)
-_RECORD_RUN = (
-    "INSERT INTO purge_runs (started_at, finished_at, deleted, deleted_other)"
-    " VALUES ($1, $2, $3, $4)"
-)
-_LAST_OK = (
-    "SELECT started_at, finished_at, deleted, deleted_other FROM purge_runs"
-    " ORDER BY finished_at DESC LIMIT 1"
-)
-
-
-def _count(status: str) -> int:
-    """The row count of a command status such as 'DELETE 5000'."""
-    return int(status.rsplit(" ", 1)[-1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,24 +140,21 @@ class PurgeJob:
     ) -> tuple[Status, datetime | None]:
         """Purge under the lock; the status, and when an 'ok' run finished (as recorded)."""
         async with self.connect() as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", PURGE_LOCK):
+            if not await purge_sql.try_lock(conn, PURGE_LOCK):
                 return "skipped", None
             try:
-                cutoff = await conn.fetchval(_CUTOFF, self.retention_days)
+                cutoff = await purge_sql.cutoff(conn, self.retention_days)
                 while True:
-                    deleted, replies = await conn.fetchrow(
-                        _DELETE_HISTORY_BATCH, cutoff, self.batch_size
+                    deleted, replies = await purge_sql.delete_history_batch(
+                        conn, cutoff, self.batch_size
                     )
                     counts[0] += deleted + replies
                     if deleted < self.batch_size:
                         break
                     await asyncio.sleep(self.batch_pause_s)
-                verifications, rate_limits, runs = _DELETE_OTHER
-                counts[1] += _count(await conn.execute(verifications))
-                counts[1] += _count(await conn.execute(rate_limits, RATE_LIMIT_KEEP_HOURS))
-                counts[1] += _count(await conn.execute(runs, cutoff))
+                counts[1] += await purge_sql.delete_other(conn, cutoff, RATE_LIMIT_KEEP_HOURS)
                 finished_at = started_at + timedelta(seconds=time.monotonic() - clock)
-                await conn.execute(_RECORD_RUN, started_at, finished_at, *counts)
+                await purge_sql.record_run(conn, started_at, finished_at, *counts)
             finally:
                 await _unlock(conn)
         return "ok", finished_at
@@ -203,7 +163,7 @@ class PurgeJob:
         """The newest successful run of any instance (this one's, if the database is away)."""
         try:
             async with self.connect() as conn:
-                row = await conn.fetchrow(_LAST_OK)
+                row = await purge_sql.newest_run(conn)
         except Exception as exc:
             log.warning("could not read the purge runs: %s", exc)
             return self.last_ok
@@ -283,86 +243,7 @@ async def _unlock(conn: asyncpg.Connection) -> None:
     # After a cancelled query the connection may refuse more work; closing it
     # (the pool does on release) ends the session, and with it the lock.
     try:
-        await conn.execute("SELECT pg_advisory_unlock($1)", PURGE_LOCK)
+        await purge_sql.unlock(conn, PURGE_LOCK)
     except Exception:
         log.warning("could not release the purge lock; closing the connection", exc_info=True)
         conn.terminate()
-
-
-# -- the app: cleanup context and admin endpoint ---------------------------------------
-
-
-async def purge_context(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.SETTINGS]
-    job = PurgeJob(
-        app[keys.POOL].acquire, settings.history_retention_days, settings.purge_batch_size
-    )
-    app[keys.PURGE] = job
-    job.start(settings.purge_cron)
-    yield
-    await job.stop()
-
-
-def _next_run(spec: str) -> datetime | None:
-    try:
-        return next(CronSim(spec, datetime.now(UTC)))
-    except Exception:  # the schedule was validated at start-up; this is only a hint
-        return None
-
-
-async def purge_status(request: web.Request) -> web.Response:
-    """GET /api/v1/admin/purge: this instance's last run, the newest successful run of any
-    instance, the schedule and the retention."""
-    await require_admin(request)
-    settings = request.app[keys.SETTINGS]
-    job = keys.get(request.app, keys.PURGE)
-    last_ok = await job.newest_ok()
-    return json_response(
-        {
-            "last_run": job.last_run.as_json() if job.last_run else None,
-            "last_ok": last_ok.as_json() if last_ok else None,
-            "schedule": settings.purge_cron,
-            "next_run": _next_run(settings.purge_cron),
-            "retention_days": settings.history_retention_days,
-        }
-    )
-
-
-async def purge_now(request: web.Request) -> web.Response:
-    """POST /api/v1/admin/purge: run the purge now and answer with its result."""
-    await require_admin(request)
-    result = await keys.get(request.app, keys.PURGE).run_now()
-    return json_response(result.as_json())
-
-
-def setup_jobs(app: web.Application) -> None:
-    """Append the purge's cleanup context (after the database's) and its admin routes."""
-    app.cleanup_ctx.append(purge_context)
-    app.router.add_get("/api/v1/admin/purge", purge_status)
-    app.router.add_post("/api/v1/admin/purge", purge_now)
-
-
-# -- the command line ------------------------------------------------------------------
-
-
-async def purge_from_cli(settings: Settings) -> int:
-    """`python run_server.py purge`: one run on a pool of its own; the exit status.
-
-    0 when the run purged or another instance was already purging (skipped),
-    1 when it failed. The result is printed as one line of JSON.
-    """
-    from server.db import pool as db_pool
-    from server.db.migrations import migrate
-    from server.http import dumps
-
-    async with AsyncExitStack() as stack:
-        dsn = settings.database_url
-        if dsn is None:
-            dsn = await stack.enter_async_context(db_pool.embedded_postgres_async(settings.var_dir))
-        pool = await stack.enter_async_context(db_pool.open_pool(dsn, 1, 1))
-        async with pool.acquire() as conn:
-            await migrate(conn)
-        job = PurgeJob(pool.acquire, settings.history_retention_days, settings.purge_batch_size)
-        result = await job.run_once()
-    print(dumps(result.as_json()).decode(), flush=True)
-    return 1 if result.status == "error" else 0

@@ -1,0 +1,79 @@
+"""The SQL of the chat store's group commit (`server.chat.store`): one statement per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+# One statement stores a whole batch, messages and replies together: outside an explicit
+# transaction it commits on its own, so an idle or a busy server pays one round trip per
+# batch. A message whose (user, client id) is stored already is skipped (a resend, or a
+# race with another instance) and looked up afterwards; a reply whose message is gone, or
+# that is stored already, likewise.
+INSERT_BATCH = """
+WITH m AS (
+    INSERT INTO chat_history (user_id, message, is_user_message, client_id)
+    SELECT u, m, true, c FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(u, m, c)
+    ON CONFLICT (user_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+    RETURNING id, user_id, client_id, NULL::bigint AS reply_to, "timestamp"
+), r AS (
+    INSERT INTO chat_history
+        (user_id, message, is_user_message, reply_to, finish_reason, sources, token_lengths)
+    SELECT t.u, t.m, false, t.r, t.f, t.s::jsonb, t.l::integer[]
+    FROM unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[])
+         AS t(u, m, r, f, s, l)
+    JOIN chat_history q ON q.id = t.r
+    ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING
+    RETURNING id, user_id, NULL::text AS client_id, reply_to, "timestamp"
+)
+SELECT * FROM m UNION ALL SELECT * FROM r
+"""
+
+EXISTING_MESSAGES = """
+SELECT id, user_id, client_id, message, "timestamp" FROM chat_history
+WHERE (user_id, client_id) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))
+"""
+
+# Run after the batch's inserts, in its transaction: the batch's own rows count too.
+RECENT_COUNTS = """
+SELECT user_id, count(*) AS n,
+       extract(epoch FROM min("timestamp") + make_interval(secs => $2) - now()) AS left_s
+FROM chat_history
+WHERE user_id = ANY($1::bigint[]) AND is_user_message
+  AND "timestamp" > now() - make_interval(secs => $2)
+GROUP BY user_id
+"""
+
+
+async def insert_batch(
+    conn: asyncpg.Connection, *columns: Sequence[object]
+) -> list[asyncpg.Record]:
+    """Insert a batch (`INSERT_BATCH`'s nine column arrays); the rows inserted."""
+    return await conn.fetch(INSERT_BATCH, *columns)
+
+
+async def existing_messages(
+    conn: asyncpg.Connection, user_ids: list[int], client_ids: list[str]
+) -> list[asyncpg.Record]:
+    """The stored messages with these (user, client id) pairs."""
+    return await conn.fetch(EXISTING_MESSAGES, user_ids, client_ids)
+
+
+async def recent_counts(
+    conn: asyncpg.Connection, user_ids: list[int], window_s: int
+) -> list[asyncpg.Record]:
+    """Per user: messages in the last `window_s` seconds, and when the oldest leaves it."""
+    return await conn.fetch(RECENT_COUNTS, user_ids, float(window_s))
+
+
+async def replies_to(conn: asyncpg.Connection, message_ids: list[int]) -> list[asyncpg.Record]:
+    """The stored replies (id, reply_to, timestamp) of these messages."""
+    return await conn.fetch(
+        'SELECT id, reply_to, "timestamp" FROM chat_history WHERE reply_to = ANY($1)',
+        message_ids,
+    )
+
+
+async def delete_rows(conn: asyncpg.Connection, ids: list[int]) -> None:
+    await conn.execute("DELETE FROM chat_history WHERE id = ANY($1::bigint[])", ids)

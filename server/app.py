@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> web.Application:
     from server.answers.setup import answers_context, setup_answers
     from server.auth.views import routes as auth_routes
     from server.chat.setup import chat_context, setup_chat
+    from server.feedback import routes as feedback_routes
     from server.jobs.views import purge_context, setup_jobs
     from server.static import setup_static
     from server.web import routes as chat_routes
@@ -121,6 +122,7 @@ def create_app(settings: Settings) -> web.Application:
     # Routes and handlers; none of them opens a resource.
     app.add_routes(auth_routes)
     app.add_routes(chat_routes)
+    app.add_routes(feedback_routes)
     setup_answers(app)
     setup_chat(app)
     setup_jobs(app)

@@ -142,6 +142,23 @@ SCHEMAS: dict[str, Any] = {
         reply_to={"type": "integer", "description": "replies: the user message's id"},
         finish_reason={"type": "string", "description": "replies: stop, cancelled or error"},
         sources={"type": "array", "items": _ref("Source")},
+        feedback={
+            "type": "string",
+            "enum": ["up", "down"],
+            "nullable": True,
+            "description": "replies: the caller's rating, or null",
+        },
+    ),
+    "FeedbackRequest": _obj(
+        ["rating"],
+        rating={"type": "string", "enum": ["up", "down"]},
+        comment={**TEXT, "maxLength": 1000, "nullable": True},
+    ),
+    "Feedback": _obj(
+        ["reply_id", "rating", "comment"],
+        reply_id=INT,
+        rating={"type": "string", "enum": ["up", "down"], "nullable": True},
+        comment={"type": "string", "nullable": True},
     ),
     "Deleted": _obj(["deleted"], deleted=INT),
     "PurgeRun": _obj(
@@ -299,6 +316,38 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                 "Delete the caller's whole history",
                 "chat",
                 {"200": _json(_ref("Deleted"), "Deleted"), **_errors(401)},
+                security=BEARER,
+            ),
+        },
+        "/api/v1/chat/feedback/{reply_id}": {
+            "parameters": [
+                {
+                    "name": "reply_id",
+                    "in": "path",
+                    "required": True,
+                    "description": "the reply's message_id (a history item's id)",
+                    "schema": {**INT64, "minimum": 0},
+                }
+            ],
+            "put": _op(
+                "Rate one of the caller's replies (again: replaced)",
+                "chat",
+                {
+                    "200": _json(_ref("Feedback"), "The rating"),
+                    "404": _json(_ref("Error"), "Not one of the caller's replies"),
+                    **_errors(400, 401, 415, 422),
+                },
+                security=BEARER,
+                requestBody=_body(_ref("FeedbackRequest")),
+            ),
+            "delete": _op(
+                "Take the rating back (rating and comment become null)",
+                "chat",
+                {
+                    "200": _json(_ref("Feedback"), "No rating any more"),
+                    "404": _json(_ref("Error"), "Not one of the caller's replies"),
+                    **_errors(401),
+                },
                 security=BEARER,
             ),
         },

@@ -52,7 +52,7 @@ async def delete_history_batch(
 
 async def delete_other(conn: asyncpg.Connection, before: datetime, keep_hours: int) -> int:
     """Used or expired verification links, rate-limit windows older than `keep_hours`,
-    purge runs older than `before`: the rows deleted."""
+    purge runs older than `before`, feedback on purged replies: the rows deleted."""
     n = _count(
         await conn.execute(
             "DELETE FROM email_verifications WHERE used_at IS NOT NULL OR expires_at < now()"
@@ -65,6 +65,13 @@ async def delete_other(conn: asyncpg.Connection, before: datetime, keep_hours: i
         )
     )
     n += _count(await conn.execute("DELETE FROM purge_runs WHERE finished_at < $1", before))
+    # Feedback on replies that are gone (purged above, or by a partition dropped).
+    n += _count(
+        await conn.execute(
+            "DELETE FROM feedback f"
+            " WHERE NOT EXISTS (SELECT 1 FROM chat_history h WHERE h.id = f.reply_id)"
+        )
+    )
     return n
 
 

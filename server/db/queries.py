@@ -16,7 +16,8 @@ Executor = asyncpg.Pool | asyncpg.Connection
 USER_COLUMNS = "id, email, email_key, is_active, is_verified, created_at, token_generation"
 
 HISTORY_COLUMNS = (
-    'id, message, is_user_message, "timestamp", client_id, reply_to, finish_reason, sources'
+    'h.id, h.message, h.is_user_message, h."timestamp", h.client_id, h.reply_to,'
+    " h.finish_reason, h.sources, f.rating AS feedback"
 )
 
 
@@ -146,9 +147,10 @@ async def history(
 ) -> list[asyncpg.Record]:
     """The newest `limit` rows (older than `before`), oldest first."""
     rows = await db.fetch(
-        f"SELECT {HISTORY_COLUMNS} FROM chat_history"
-        " WHERE user_id = $1 AND ($3::bigint IS NULL OR id < $3)"
-        " ORDER BY id DESC LIMIT $2",
+        f"SELECT {HISTORY_COLUMNS} FROM chat_history h"
+        " LEFT JOIN feedback f ON f.reply_id = h.id"
+        " WHERE h.user_id = $1 AND ($3::bigint IS NULL OR h.id < $3)"
+        " ORDER BY h.id DESC LIMIT $2",
         user_id,
         limit,
         before,
@@ -158,8 +160,48 @@ async def history(
 
 
 async def delete_history(db: Executor, user_id: int) -> int:
-    result = await db.execute("DELETE FROM chat_history WHERE user_id = $1", user_id)
-    return int(result.split()[-1])
+    """Delete a user's whole history, its feedback with it; how many messages went."""
+    return await db.fetchval(
+        "WITH gone_feedback AS (DELETE FROM feedback WHERE user_id = $1),"
+        " gone AS (DELETE FROM chat_history WHERE user_id = $1 RETURNING 1)"
+        " SELECT count(*) FROM gone",
+        user_id,
+    )
+
+
+# -- feedback on replies ---------------------------------------------------------------
+
+
+async def set_feedback(
+    db: Executor, user_id: int, reply_id: int, rating: str, comment: str | None
+) -> asyncpg.Record | None:
+    """Rate one of the user's replies (again: replaced); None if it is not theirs."""
+    return await db.fetchrow(
+        "INSERT INTO feedback (reply_id, user_id, rating, comment)"
+        " SELECT h.id, h.user_id, $3, $4 FROM chat_history h"
+        " WHERE h.id = $2 AND h.user_id = $1 AND NOT h.is_user_message"
+        " ON CONFLICT (reply_id) DO UPDATE"
+        " SET rating = excluded.rating, comment = excluded.comment, updated_at = now()"
+        " RETURNING reply_id, rating, comment",
+        user_id,
+        reply_id,
+        rating,
+        comment,
+    )
+
+
+async def is_reply_of(db: Executor, user_id: int, reply_id: int) -> bool:
+    return bool(
+        await db.fetchval(
+            "SELECT true FROM chat_history WHERE id = $2 AND user_id = $1 AND NOT is_user_message",
+            user_id,
+            reply_id,
+        )
+    )
+
+
+async def delete_feedback(db: Executor, user_id: int, reply_id: int) -> None:
+    await db.execute("DELETE FROM feedback WHERE reply_id = $2 AND user_id = $1", user_id, reply_id)
 
 
 async def message_text(db: Executor, message_id: int) -> str | None:
@@ -179,6 +221,7 @@ def history_item(row: asyncpg.Record) -> dict[str, Any]:
         item["reply_to"] = row["reply_to"]
         item["finish_reason"] = row["finish_reason"]
         item["sources"] = row["sources"] or []
+        item["feedback"] = row["feedback"]
     return item
 
 

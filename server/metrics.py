@@ -20,6 +20,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -30,6 +31,8 @@ from server.http import APIError
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED = "unmatched"  # the route label of a request no route took (a 404, a 405)
+# Replies of a chat server: from a few milliseconds (the mock) to a slow provider.
+FIRST_TOKEN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
@@ -39,6 +42,24 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
         r = self.registry
+        self.connections = Gauge(
+            "chat_connections",
+            "Open, authenticated WebSocket connections",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.messages = Counter(
+            "chat_messages_total", "User messages stored (resends not counted)", registry=r
+        )
+        self.replies = Counter(
+            "chat_replies_total", "Replies ended, by finish reason", ["finish_reason"], registry=r
+        )
+        self.first_token = Histogram(
+            "chat_first_token_seconds",
+            "From a message's commit to its reply's first token",
+            buckets=FIRST_TOKEN_BUCKETS,
+            registry=r,
+        )
         self.http_requests = Counter(
             "http_requests_total",
             "REST requests answered, by method, route template and status",
@@ -50,6 +71,13 @@ class Metrics:
             "REST request handling time, by method and route template",
             ["method", "route"],
             registry=r,
+        )
+
+        self.llm_errors = Counter(
+            "llm_errors_total", "Replies the language model failed (upstream_error)", registry=r
+        )
+        self.purge_deleted = Counter(
+            "purge_deleted_rows_total", "chat_history rows deleted by the purge", registry=r
         )
 
     def exposition(self) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -85,3 +87,63 @@ async def test_one_scrape_covers_every_worker(tmp_path, database_url):
         # its own file: the totals above are their sum.
         files = sorted(p.name for p in (tmp_path / "var" / "metrics").glob("counter_*.db"))
         assert len(files) == 2, files
+
+
+def value(found, name: str, **labels: str) -> float:
+    return found.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def scrape(client) -> dict:
+    return samples(await (await client.get("/metrics")).text())
+
+
+async def test_chat_metrics_count_what_was_sent(client, user):
+    from tests.chat.conftest import connect, recv_until
+
+    headers = user["headers"]
+    for i in range(2):
+        body = {"message": "How do I embed the widget?", "id": f"m{i}"}
+        assert (await client.post("/api/v1/chat/chat", json=body, headers=headers)).status == 200
+    body = {"message": "How do I embed the widget?", "id": "m0"}  # a resend: no new message
+    assert (await client.post("/api/v1/chat/chat", json=body, headers=headers)).status == 200
+
+    ws = await connect(client, user["token"])
+    await ws.send_json({"type": "message", "id": "w1", "text": "What is ALLOWED_ORIGINS?"})
+    await recv_until(ws, "end", "w1")
+    found = await scrape(client)
+    assert value(found, "chat_connections") == 1
+    assert value(found, "chat_messages_total") == 3
+    assert value(found, "chat_replies_total", finish_reason="stop") == 3
+    assert value(found, "chat_first_token_seconds_count") == 3
+    assert value(found, "llm_errors_total") == 0
+    await ws.close()
+
+    for _ in range(100):  # the server notices the close on its side
+        found = await scrape(client)
+        if value(found, "chat_connections") == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert value(found, "chat_connections") == 0
+
+
+async def test_llm_failures_and_purged_rows_are_counted(aiohttp_client, make_settings, db):
+    from server import keys
+    from server.app import create_app
+    from tests.conftest import signup
+    from tests.test_jobs import OLD, add_row
+
+    settings = make_settings(openai_api_key="sk-test", openai_base_url="http://127.0.0.1:9/v1")
+    client = await aiohttp_client(create_app(settings))
+    _, token, user_id = await signup(client)
+    body = {"message": "anything"}
+    resp = await client.post(
+        "/api/v1/chat/chat", json=body, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert resp.status == 502
+    for _ in range(3):
+        await add_row(db, user_id, OLD)
+    result = await client.app[keys.PURGE].run_once()
+    found = await scrape(client)
+    assert value(found, "llm_errors_total") == 1
+    assert value(found, "chat_replies_total", finish_reason="error") == 1
+    assert value(found, "purge_deleted_rows_total") == result.deleted >= 3

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from prometheus_client import Gauge
 
 from protocol import CloseCode
 from protocol.wire import text_frame_header
@@ -144,8 +145,9 @@ class Connection:
 class Connections:
     """The open connections of this instance, by user."""
 
-    def __init__(self) -> None:
+    def __init__(self, gauge: Gauge) -> None:
         self._by_user: dict[int, set[Connection]] = {}
+        self._gauge = gauge  # chat_connections: kept with the set it counts
 
     def of(self, user_id: int) -> set[Connection]:
         return self._by_user.get(user_id, set())
@@ -154,12 +156,16 @@ class Connections:
         return len(self._by_user.get(user_id, ()))
 
     def add(self, conn: Connection) -> None:
-        self._by_user.setdefault(conn.user_id, set()).add(conn)
+        conns = self._by_user.setdefault(conn.user_id, set())
+        if conn not in conns:
+            conns.add(conn)
+            self._gauge.inc()
 
     def remove(self, conn: Connection) -> None:
         conns = self._by_user.get(conn.user_id)
-        if conns is not None:
+        if conns is not None and conn in conns:
             conns.discard(conn)
+            self._gauge.dec()
             if not conns:
                 del self._by_user[conn.user_id]
 

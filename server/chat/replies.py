@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from server.answers.pipeline import AnswerPipeline
     from server.chat.connection import Connection, Connections
     from server.chat.fanout import Outbox
+    from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class Reply:
     cancelled: bool = False
     task: asyncio.Task[None] | None = None
     done_callbacks: list[Callable[[], None]] = field(default_factory=list)
+    created: float = field(default_factory=time.monotonic)  # its message is stored by then
     frames: ReplyFrames = field(init=False)
 
     def __post_init__(self) -> None:
@@ -195,6 +197,7 @@ class ReplyManager:
         connections: this instance's open connections (the user's other tabs).
         outbox: the fan-out's publishing side.
         shutdown: set once the server begins to shut down (the one shutdown flag).
+        metrics: counts messages, replies, first-token latency and LLM errors.
     """
 
     def __init__(
@@ -204,12 +207,14 @@ class ReplyManager:
         connections: Connections,
         outbox: Outbox,
         shutdown: asyncio.Event,
+        metrics: Metrics,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
         self.connections = connections
         self.outbox = outbox
         self.shutdown = shutdown
+        self.metrics = metrics
         self.active: dict[tuple[int, str], Reply] = {}
         # Ended while the database was away: kept (resume replays them as they were sent)
         # while a task stores them once it is back.
@@ -256,6 +261,7 @@ class ReplyManager:
         stored = await self.store.add_message(user_id, client_id, text)
         if not stored.created:
             return stored, None
+        self.metrics.messages.inc()
         followers = self._show_message(
             user_id, client_id, stored.message_id, text, format_timestamp(stored.timestamp), sender
         )
@@ -368,6 +374,8 @@ class ReplyManager:
         try:
             async for piece in stream:
                 if piece:
+                    if not reply.tokens:
+                        self.metrics.first_token.observe(time.monotonic() - reply.created)
                     reply.add_tokens((piece,))
                     if outbox.peers:
                         seq = len(reply.tokens) - 1
@@ -380,6 +388,7 @@ class ReplyManager:
                 self._fail(reply, ErrorCode.UNAVAILABLE, "the server is shutting down")
         except LLMError as exc:
             reason = FinishReason.ERROR
+            self.metrics.llm_errors.inc()
             self._fail(reply, ErrorCode.UPSTREAM_ERROR, str(exc))
         except Exception:
             log.exception("reply %s failed", reply.message_id)
@@ -408,6 +417,8 @@ class ReplyManager:
             reason = FinishReason.ERROR
             self._store_later(reply, reason)
         reply.finish(reply_id, reason)
+        if reply.local:
+            self.metrics.replies.labels(reason).inc()
         if reply.local and self.outbox.peers:
             self.outbox.publish(Ended(reply.user_id, reply.id, reply_id, reason))
 

@@ -20,10 +20,13 @@ async def chat_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     pool = app[keys.POOL]
     store = ChatStore(pool, settings.chat_rate_per_minute)
-    connections = Connections()
+    metrics = app[keys.METRICS]
+    connections = Connections(metrics.connections)
     backend = PostgresBackend(app[keys.DSN], pool)
     outbox = Outbox(backend)
-    replies = ReplyManager(store, app[keys.PIPELINE], connections, outbox, app[keys.SHUTDOWN])
+    replies = ReplyManager(
+        store, app[keys.PIPELINE], connections, outbox, app[keys.SHUTDOWN], metrics
+    )
     fanout = FanOut(backend, outbox, replies)
     app[keys.REPLIES] = replies
     app[keys.CONNECTIONS] = connections

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import aiocron
 import asyncpg
+from prometheus_client import Counter
 
 from server.db import purge as purge_sql
 
@@ -94,6 +95,7 @@ class PurgeJob:
         batch_size: int = 5000,
         *,
         batch_pause_s: float = 0.0,
+        deleted_rows: Counter | None = None,
     ) -> None:
         if retention_days < 1 or batch_size < 1:
             raise ValueError("retention_days and batch_size must be at least 1")
@@ -101,6 +103,7 @@ class PurgeJob:
         self.retention_days = retention_days
         self.batch_size = batch_size
         self.batch_pause_s = batch_pause_s
+        self.deleted_rows = deleted_rows  # purge_deleted_rows_total, when serving
         self.last_run: PurgeResult | None = None
         self.last_ok: PurgeResult | None = None
         self.runs = 0
@@ -185,6 +188,8 @@ class PurgeJob:
         if finished_at is None:
             finished_at = started_at + timedelta(seconds=time.monotonic() - clock)
         result = PurgeResult(started_at, finished_at, status, counts[0], counts[1], error)
+        if self.deleted_rows is not None:  # a failed run's batches were committed too
+            self.deleted_rows.inc(result.deleted)
         self.last_run = result
         self.runs += 1
         if status == "ok":

@@ -17,7 +17,10 @@ from server.jobs.purge import PurgeJob
 async def purge_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     job = PurgeJob(
-        app[keys.POOL].acquire, settings.history_retention_days, settings.purge_batch_size
+        app[keys.POOL].acquire,
+        settings.history_retention_days,
+        settings.purge_batch_size,
+        deleted_rows=app[keys.METRICS].purge_deleted,
     )
     app[keys.PURGE] = job
     job.start(settings.purge_cron)

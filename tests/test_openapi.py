@@ -63,6 +63,7 @@ async def test_schemathesis_finds_nothing(tmp_path, admin_database_url):
             MAX_EXAMPLES,
             "--seed",
             SEED,
+            cwd=tmp_path,  # its crash cache lands there, not in the checkout
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )

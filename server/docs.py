@@ -188,6 +188,17 @@ SCHEMAS: dict[str, Any] = {
         retention_days=INT,
     ),
     "Status": _obj(["status"], status=STR),
+    "Readiness": _obj(
+        ["status", "fanout"],
+        status={"type": "string", "enum": ["ready"]},
+        fanout={
+            "type": "string",
+            "enum": ["ok", "degraded"],
+            "description": "degraded: the fan-out between instances (Redis, or PostgreSQL"
+            " LISTEN/NOTIFY) is away; this instance still serves its own connections, every"
+            " message is still stored, and it catches up once the fan-out is back",
+        },
+    ),
 }
 
 BEARER = [{"bearer": []}]
@@ -393,9 +404,10 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
         "/healthz": {"get": _op("Liveness", "ops", {"200": _json(_ref("Status"), "Alive")})},
         "/readyz": {
             "get": _op(
-                "Readiness: the database answers and no shutdown is under way",
+                "Readiness: the database answers and no shutdown is under way (200 even"
+                " while the fan-out is degraded)",
                 "ops",
-                {"200": _json(_ref("Status"), "Ready"), "503": _json(_ref("Status"), "Not")},
+                {"200": _json(_ref("Readiness"), "Ready"), "503": _json(_ref("Status"), "Not")},
             )
         },
     }

@@ -18,7 +18,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """200 only while the database answers and the server is not shutting down."""
+    """200 only while the database answers and the server is not shutting down.
+
+    The fan-out does not decide readiness: without it (Redis away, say) this
+    instance still serves its own connections and PostgreSQL stays the record,
+    so the body only says `"fanout": "degraded"` (else `"ok"`)."""
     if request.app[keys.SHUTDOWN].is_set():
         return json_response({"status": "shutting down"}, 503, {"Retry-After": "5"})
     try:
@@ -26,7 +30,9 @@ async def readyz(request: web.Request) -> web.Response:
             await queries.ping(request.app[keys.POOL])
     except Exception:
         return json_response({"status": "database unavailable"}, 503, {"Retry-After": "5"})
-    return json_response({"status": "ready"})
+    fanout = request.app.get(keys.FANOUT)
+    connected = fanout is not None and fanout.listening.is_set()
+    return json_response({"status": "ready", "fanout": "ok" if connected else "degraded"})
 
 
 def setup(app: web.Application) -> None:

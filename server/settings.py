@@ -164,6 +164,24 @@ def _smtp_url(name: str, raw: str) -> str | None:
     return value
 
 
+def _redis_url(name: str, raw: str) -> str | None:
+    value = raw.strip()
+    if not value:
+        return None
+    shape = f"{name} must look like redis://host:port/db (or rediss:// for TLS)"
+    try:
+        url = URL(value)
+        url.port  # noqa: B018  (a port out of range or not a number raises here)
+    except ValueError:
+        raise SettingsError(shape) from None
+    db = url.path.strip("/")
+    if url.scheme not in ("redis", "rediss") or not url.host or url.query_string:
+        raise SettingsError(shape)
+    if db and not (db.isdigit() and db.isascii()):
+        raise SettingsError(f"{name}: the database must be a number, got {db!r}")
+    return value
+
+
 def setting(env: str, parse: Callable[[str, str], Any], default: Any = None) -> Any:
     return field(default=default, metadata={"env": env, "parse": parse})
 
@@ -178,6 +196,7 @@ class Settings:
     port: int = setting("PORT", _int(0, 65535), 8000)
     public_url: str | None = setting("PUBLIC_URL", _public_url)
     database_url: str | None = setting("DATABASE_URL", _database_url)
+    fanout_url: str | None = setting("FANOUT_URL", _redis_url)
     db_pool_min: int = setting("DB_POOL_MIN", _int(1), 2)
     db_pool_max: int = setting("DB_POOL_MAX", _int(1), 10)
     secret_key: str = setting("SECRET_KEY", _str, "")

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient
 from server.app import create_app
 from server.db import scratch
 from server.settings import Settings
+from tests.processes import MACHINE_REDIS, PrivateRedis, redis_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-every-hmac-0123456789abcd"
@@ -39,6 +40,26 @@ def database_url(admin_database_url: str) -> Iterator[str]:
     url = asyncio.run(scratch.create_database(admin_database_url, "chat_test"))
     yield url
     asyncio.run(scratch.drop_database(admin_database_url, url))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The machine's Redis when it answers at 127.0.0.1:6379, else a private `redis-server`
+    for the session (never a skip). Sessions sharing a Redis do not collide: the fan-out's
+    keys begin with the name of the session's own database."""
+    if redis_answers(*MACHINE_REDIS):
+        yield "redis://{}:{}/0".format(*MACHINE_REDIS)
+        return
+    with PrivateRedis() as server:
+        yield server.url
+
+
+@pytest.fixture(params=["notify", "redis"])
+def fanout_url(request: pytest.FixtureRequest) -> str | None:
+    """Each fan-out transport in turn: None (PostgreSQL LISTEN/NOTIFY) or a Redis URL."""
+    if request.param == "notify":
+        return None
+    return request.getfixturevalue("redis_url")
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -174,3 +175,58 @@ async def nginx_in_front(tmp: Path, upstreams: list[int]) -> AsyncIterator[str]:
         errors = (tmp / "error.log").read_text() if (tmp / "error.log").exists() else ""
         if proc.returncode not in (0, None):
             raise RuntimeError(f"nginx exited with {proc.returncode}: {(stderr + errors)[-500:]}")
+
+
+# -- Redis ------------------------------------------------------------------------------------
+
+MACHINE_REDIS = ("127.0.0.1", 6379)
+
+
+def redis_answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when a Redis server answers PING at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class PrivateRedis:
+    """A `redis-server` of our own on a free port, with nothing saved to disk, which can be
+    stopped and started again on the same port (an outage, as the server sees it)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10) -> None:
+        args = f"--port {self.port} --bind 127.0.0.1 --save '' --appendonly no --daemonize no"
+        self.proc = subprocess.Popen(
+            ["redis-server", *shlex.split(args)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while not redis_answers("127.0.0.1", self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> PrivateRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,5 +1,7 @@
 """Several instances on one database: workers on one port, fan-out only when there are
-others, newcomers mid-reply, a killed instance's replies, one purge, one knowledge base."""
+others, newcomers mid-reply, a killed instance's replies, one purge, one knowledge base.
+
+The fan-out's tests run on both transports (`fanout_url`: LISTEN/NOTIFY, then Redis)."""
 
 from __future__ import annotations
 
@@ -14,13 +16,15 @@ from typing import Any
 
 import aiohttp
 import orjson
+from redis.asyncio import Redis
 
 from server import keys
 from server.app import create_app
 from server.chat.fanout import GONE_AFTER_S, PEER_POLL_S
 from server.fanout.backend import Received
-from server.fanout.events import Hello
+from server.fanout.events import Hello, MessageStored
 from server.fanout.postgres import LISTENER_PREFIX
+from server.fanout.redis import KEY_PREFIX
 from tests.chat.conftest import connect, recv, recv_until
 from tests.conftest import PASSWORD, TEST_SECRET, signup, unique_email
 from tests.processes import free_port, server_process
@@ -40,12 +44,20 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0, every: flo
         await asyncio.sleep(every)
 
 
-async def listeners(db) -> int:
-    return await db.fetchval(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND application_name LIKE $1",
-        LISTENER_PREFIX + "%",
-    )
+async def listeners(db, fanout_url: str | None) -> int:
+    """How many instances listen on the fan-out (LISTEN connections, or Redis heartbeats)."""
+    if fanout_url is None:
+        return await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name LIKE $1",
+            LISTENER_PREFIX + "%",
+        )
+    name = await db.fetchval("SELECT current_database()")
+    redis = Redis.from_url(fanout_url)
+    try:
+        return len(await redis.keys(f"{KEY_PREFIX}{name}:alive:*"))
+    finally:
+        await redis.aclose()
 
 
 def message(id: str, text: str = QUESTION) -> str:
@@ -71,8 +83,8 @@ async def ws_to(session: aiohttp.ClientSession, ws_url: str, token: str):
 # -- in one process: publishing only with others there -------------------------------------
 
 
-async def test_an_instance_alone_publishes_nothing(aiohttp_client, make_settings, db):
-    settings = make_settings(llm_token_delay_ms=0.0)
+async def test_an_instance_alone_publishes_nothing(aiohttp_client, make_settings, fanout_url):
+    settings = make_settings(llm_token_delay_ms=0.0, fanout_url=fanout_url)
     first = await aiohttp_client(create_app(settings))
     fanout = first.app[keys.FANOUT]
     await fanout.poll_peers()
@@ -95,9 +107,9 @@ async def test_an_instance_alone_publishes_nothing(aiohttp_client, make_settings
 
 
 async def test_a_hello_heard_while_the_peer_list_is_read_is_not_forgotten(
-    aiohttp_client, make_settings, monkeypatch
+    aiohttp_client, make_settings, monkeypatch, fanout_url
 ):
-    client = await aiohttp_client(create_app(make_settings()))
+    client = await aiohttp_client(create_app(make_settings(fanout_url=fanout_url)))
     fanout = client.app[keys.FANOUT]
     peers = fanout.backend.peers
 
@@ -115,8 +127,11 @@ async def test_a_hello_heard_while_the_peer_list_is_read_is_not_forgotten(
     assert "newcomer" in fanout.peers
 
 
-async def test_an_instance_that_appears_mid_reply_mirrors_it(aiohttp_client, make_settings):
-    first = await aiohttp_client(create_app(make_settings(llm_token_delay_ms=30.0)))
+async def test_an_instance_that_appears_mid_reply_mirrors_it(
+    aiohttp_client, make_settings, fanout_url
+):
+    settings = make_settings(llm_token_delay_ms=30.0, fanout_url=fanout_url)
+    first = await aiohttp_client(create_app(settings))
     _, token, _ = await signup(first)
     ws = await connect(first, token)
     await ws.send_str(message("early"))
@@ -124,7 +139,7 @@ async def test_an_instance_that_appears_mid_reply_mirrors_it(aiohttp_client, mak
     assert frames[-1]["seq"] == 0
 
     # No events were published for it: the newcomer learns it from the sync.
-    second = await aiohttp_client(create_app(make_settings(llm_token_delay_ms=30.0)))
+    second = await aiohttp_client(create_app(settings))
     mirrors = second.app[keys.REPLIES].active
     await eventually(lambda: any(k[1] == "early" for k in mirrors))
     tab = await connect(second, token)
@@ -137,8 +152,10 @@ async def test_an_instance_that_appears_mid_reply_mirrors_it(aiohttp_client, mak
     assert got == sent and resumed[-1] == frames[-1] and resumed[0]["type"] == "start"
 
 
-async def test_a_resend_racing_across_instances_is_generated_once(aiohttp_client, make_settings):
-    settings = make_settings(llm_token_delay_ms=5.0)
+async def test_a_resend_racing_across_instances_is_generated_once(
+    aiohttp_client, make_settings, fanout_url
+):
+    settings = make_settings(llm_token_delay_ms=5.0, fanout_url=fanout_url)
     first = await aiohttp_client(create_app(settings))
     second = await aiohttp_client(create_app(settings))
     generated = []
@@ -157,10 +174,10 @@ async def test_a_resend_racing_across_instances_is_generated_once(aiohttp_client
     fanout = second.app[keys.FANOUT]
     apply = fanout._apply
 
-    async def late(event, apply=apply):
-        if event["k"] == "msg":  # the events behind it queue up behind it
+    async def late(received, apply=apply):
+        if isinstance(received.event, MessageStored):  # the events behind it queue up behind it
             await asyncio.sleep(0.2)
-        await apply(event)
+        await apply(received)
 
     fanout._apply = late
     _, token, _ = await signup(first)
@@ -181,15 +198,16 @@ async def test_a_resend_racing_across_instances_is_generated_once(aiohttp_client
 # -- processes -----------------------------------------------------------------------------
 
 
-async def test_workers_share_one_port_and_stop_together(tmp_path, database_url, db):
+async def test_workers_share_one_port_and_stop_together(tmp_path, database_url, db, fanout_url):
     port = free_port()
+    env = {"WORKERS": "2", "FANOUT_URL": fanout_url or ""}
     async with (
-        server_process(tmp_path, database_url, TEST_SECRET, port=port, WORKERS="2") as server,
+        server_process(tmp_path, database_url, TEST_SECRET, port=port, **env) as server,
         aiohttp.ClientSession() as session,
     ):
 
         async def both_listen() -> bool:
-            return await listeners(db) == 2
+            return await listeners(db, fanout_url) == 2
 
         await eventually(both_listen, timeout=30)
         # Listening is not yet knowing each other: that takes a hello or a peer poll. A
@@ -205,11 +223,13 @@ async def test_workers_share_one_port_and_stop_together(tmp_path, database_url, 
             assert seen[0]["type"] == "message" and seen[1:] == sent[1:]
         code = await server.stop(signal.SIGTERM)
         assert code == 0, server.output()
-        assert await listeners(db) == 0
+        assert await listeners(db, fanout_url) == 0
 
 
-async def test_a_killed_instance_s_replies_end_stored_on_the_others(tmp_path, database_url, db):
-    slow = {"LLM_TOKEN_DELAY_MS": "60"}
+async def test_a_killed_instance_s_replies_end_stored_on_the_others(
+    tmp_path, database_url, db, fanout_url
+):
+    slow = {"LLM_TOKEN_DELAY_MS": "60", "FANOUT_URL": fanout_url or ""}
     async with (
         server_process(tmp_path, database_url, TEST_SECRET, **slow) as a,
         server_process(tmp_path, database_url, TEST_SECRET, **slow) as b,

@@ -77,6 +77,13 @@ def test_values_are_parsed():
         ({"SECRET_KEY": "short"}, "SECRET_KEY"),
         ({"HISTORY_RETENTION_DAYS": "-1"}, "HISTORY_RETENTION_DAYS"),
         ({"LLM_TOKEN_DELAY_MS": "fast"}, "LLM_TOKEN_DELAY_MS"),
+        ({"FANOUT_URL": "postgresql://x/y"}, "FANOUT_URL"),
+        ({"FANOUT_URL": "127.0.0.1:6379"}, "FANOUT_URL"),
+        ({"FANOUT_URL": "redis://:6379/0"}, "FANOUT_URL"),
+        ({"FANOUT_URL": "redis://h:99999/0"}, "FANOUT_URL"),
+        ({"FANOUT_URL": "redis://h:port/0"}, "FANOUT_URL"),
+        ({"FANOUT_URL": "redis://h:6379/zero"}, "FANOUT_URL"),
+        ({"FANOUT_URL": "redis://h:6379/0?db=1"}, "FANOUT_URL"),
     ],
 )
 def test_bad_values_name_the_setting(env, name):
@@ -89,6 +96,27 @@ def test_own_origin_comes_from_public_url_or_host_and_port():
     assert Settings.from_env({"HOST": "::1", "PORT": "9"}).own_origin == "http://[::1]:9"
     s = Settings.from_env({"PUBLIC_URL": "https://chat.example.com/"})
     assert s.public_url == s.own_origin == "https://chat.example.com"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("", None),  # unset: LISTEN/NOTIFY
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        (" redis://cache.internal ", "redis://cache.internal"),
+        ("rediss://user:pw@cache.example.com:6380/3", "rediss://user:pw@cache.example.com:6380/3"),
+    ],
+)
+def test_fanout_url_takes_redis_urls(raw, expected):
+    assert Settings.from_env({"FANOUT_URL": raw}).fanout_url == expected
+
+
+def test_a_bad_fanout_url_stops_start_up_without_showing_its_password(tmp_path):
+    env = {**environ_without("DATABASE_URL", "SECRET_KEY"), "FANOUT_URL": "redis://:s3cret@/x"}
+    result = start_server(tmp_path, env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "FANOUT_URL" in lines[0] and "s3cret" not in lines[0]
 
 
 def test_unix_socket_database_url_is_accepted():

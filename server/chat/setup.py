@@ -13,7 +13,7 @@ from server.chat.connection import Connections
 from server.chat.fanout import FanOut, Outbox
 from server.chat.replies import ReplyManager
 from server.chat.store import ChatStore
-from server.fanout.postgres import PostgresBackend
+from server.fanout.backend import transport
 
 
 async def chat_context(app: web.Application) -> AsyncIterator[None]:
@@ -22,7 +22,7 @@ async def chat_context(app: web.Application) -> AsyncIterator[None]:
     store = ChatStore(pool, settings.chat_rate_per_minute)
     metrics = app[keys.METRICS]
     connections = Connections(metrics.connections)
-    backend = PostgresBackend(app[keys.DSN], pool)
+    backend = transport(settings.fanout_url, app[keys.DSN], pool)
     outbox = Outbox(backend)
     replies = ReplyManager(
         store, app[keys.PIPELINE], connections, outbox, app[keys.SHUTDOWN], metrics

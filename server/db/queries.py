@@ -237,6 +237,10 @@ async def notify_many(db: Executor, channel: str, payloads: list[str]) -> None:
     await db.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", channel, payloads)
 
 
+async def database_name(db: Executor) -> str:
+    return await db.fetchval("SELECT current_database()")
+
+
 async def listeners_named(db: Executor, prefix: str) -> list[str]:
     """What follows `prefix` in the application_name of this database's sessions that have it."""
     rows = await db.fetch(

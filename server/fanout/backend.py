@@ -1,20 +1,27 @@
 """What the chat needs of a fan-out transport: publish, subscribe, who else listens.
 
 A transport carries `server.fanout.events` between the instances that share a
-database: PostgreSQL LISTEN/NOTIFY (`server.fanout.postgres`) is one; another
-(Redis, say) implements the same `Backend` and nothing else changes. A
-transport never delivers an instance's own events back to it.
+database: PostgreSQL LISTEN/NOTIFY (`server.fanout.postgres`, the default:
+nothing else to run) and a Redis Stream (`server.fanout.redis`, `FANOUT_URL`)
+implement the same `Backend`; `transport` picks one. A transport never delivers
+an instance's own events back to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from server.fanout.events import Event
+from server.fanout.events import Event, EventError, decode
+
+if TYPE_CHECKING:
+    import asyncpg
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +65,56 @@ class Backend(Protocol):
     async def peers(self) -> frozenset[str]:
         """The ids of the other instances listening now."""
         ...
+
+
+def transport(fanout_url: str | None, dsn: str, pool: asyncpg.Pool) -> Backend:
+    """The transport `FANOUT_URL` names: Redis, or (unset) PostgreSQL LISTEN/NOTIFY."""
+    if fanout_url:
+        from server.fanout.redis import RedisBackend
+
+        return RedisBackend(fanout_url, pool)
+    from server.fanout.postgres import PostgresBackend
+
+    return PostgresBackend(dsn, pool)
+
+
+class Subscribers:
+    """A transport's local subscribers, each with a queue of its own, fed in order."""
+
+    def __init__(self) -> None:
+        self._queues: set[asyncio.Queue[Delivery]] = set()
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[AsyncIterator[Delivery]]:
+        queue: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._queues.add(queue)
+        try:
+            yield Subscription(queue)
+        finally:
+            self._queues.discard(queue)
+
+    def deliver(self, delivery: Delivery) -> None:
+        for queue in self._queues:
+            queue.put_nowait(delivery)
+
+    def deliver_payload(self, payload: str) -> None:
+        """Decode and deliver one payload another instance sent (a bad one is logged)."""
+        try:
+            origin, event = decode(payload)
+        except EventError as exc:
+            log.warning("fan-out ignored a malformed event: %s", exc)
+            return
+        self.deliver(Received(origin, event))
+
+
+class Subscription:
+    """The deliveries to one subscriber, in order (an endless async iterator)."""
+
+    def __init__(self, queue: asyncio.Queue[Delivery]) -> None:
+        self._queue = queue
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        return await self._queue.get()

@@ -28,10 +28,11 @@ async def _ws(session, server, token):
     return ws
 
 
-async def test_two_processes_share_the_conversation(tmp_path, database_url):
+async def test_two_processes_share_the_conversation(tmp_path, database_url, fanout_url):
+    env = {"LLM_TOKEN_DELAY_MS": "5", "FANOUT_URL": fanout_url or ""}
     async with (
-        server_process(tmp_path, database_url, TEST_SECRET, LLM_TOKEN_DELAY_MS="5") as a,
-        server_process(tmp_path, database_url, TEST_SECRET, LLM_TOKEN_DELAY_MS="5") as b,
+        server_process(tmp_path, database_url, TEST_SECRET, **env) as a,
+        server_process(tmp_path, database_url, TEST_SECRET, **env) as b,
         aiohttp.ClientSession() as session,
     ):
         token = await _signup(session, a.url)
@@ -57,10 +58,11 @@ async def test_two_processes_share_the_conversation(tmp_path, database_url):
         assert replay[-1] == frames_a[-1]
 
 
-async def test_resume_and_cancel_on_another_instance_mid_reply(tmp_path, database_url):
+async def test_resume_and_cancel_on_another_instance_mid_reply(tmp_path, database_url, fanout_url):
+    env = {"LLM_TOKEN_DELAY_MS": "40", "FANOUT_URL": fanout_url or ""}
     async with (
-        server_process(tmp_path, database_url, TEST_SECRET, LLM_TOKEN_DELAY_MS="40") as a,
-        server_process(tmp_path, database_url, TEST_SECRET, LLM_TOKEN_DELAY_MS="40") as b,
+        server_process(tmp_path, database_url, TEST_SECRET, **env) as a,
+        server_process(tmp_path, database_url, TEST_SECRET, **env) as b,
         aiohttp.ClientSession() as session,
     ):
         token = await _signup(session, a.url)

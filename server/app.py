@@ -85,6 +85,7 @@ def create_app(settings: Settings) -> web.Application:
     from server.chat.setup import chat_context, setup_chat
     from server.feedback import routes as feedback_routes
     from server.jobs.views import purge_context, setup_jobs
+    from server.operators import routes as operator_routes
     from server.static import setup_static
     from server.web import routes as chat_routes
 
@@ -123,6 +124,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(auth_routes)
     app.add_routes(chat_routes)
     app.add_routes(feedback_routes)
+    app.add_routes(operator_routes)
     setup_answers(app)
     setup_chat(app)
     setup_jobs(app)

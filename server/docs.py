@@ -212,6 +212,133 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
+def _operator_paths() -> dict[str, Any]:
+    """The operators' endpoints (server/operators.py); admins only."""
+    limit = {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+    }
+    count = {"type": "integer", "minimum": 0}
+    user = _obj(
+        ["id", "email", "is_guest"],
+        id=INT,
+        email={"type": "string", "nullable": True},
+        is_guest=BOOL,
+    )
+    stats = _obj(
+        [
+            "connections",
+            "users",
+            "guests",
+            "messages_24h",
+            "unanswered_24h",
+            "feedback_24h",
+            "first_token_ms",
+        ],
+        connections=count,
+        users=count,
+        guests=count,
+        messages_24h=count,
+        unanswered_24h=count,
+        feedback_24h=_obj(["up", "down"], up=count, down=count),
+        first_token_ms={
+            **_obj(["p50", "p99"], p50={"type": "number"}, p99={"type": "number"}),
+            "nullable": True,
+            "description": "this instance's replies of the last 24 h; null without any",
+        },
+    )
+    unanswered = _obj(
+        ["question", "count", "last_asked", "conversation_id"],
+        question=STR,
+        count=count,
+        last_asked=TS,
+        conversation_id={"type": "integer", "nullable": True},
+    )
+    feedback_item = _obj(
+        ["reply_id", "rating", "comment", "question", "reply", "sources", "user", "at"],
+        reply_id=INT,
+        rating={"type": "string", "enum": ["up", "down"]},
+        comment={"type": "string", "nullable": True},
+        question={"type": "string", "nullable": True},
+        reply=STR,
+        sources={"type": "array", "items": _ref("Source")},
+        user=user,
+        at=TS,
+    )
+    passage = _obj(
+        ["id", "topic", "score", "content"],
+        id=STR,
+        topic=STR,
+        score={"type": "number"},
+        content=STR,
+    )
+    audit_item = _obj(
+        ["at", "admin", "action", "target"],
+        at=TS,
+        admin=STR,
+        action=STR,
+        target={"type": "string", "nullable": True},
+    )
+
+    def admin_get(summary: str, schema: dict[str, Any], *params: dict[str, Any]):
+        return {
+            "get": _op(
+                summary,
+                "admin",
+                {"200": _json(schema, "OK"), **_errors(401, 403, 422)},
+                security=BEARER,
+                parameters=list(params),
+            )
+        }
+
+    array = {"type": "array"}
+    return {
+        "/api/v1/admin/stats": admin_get("Figures of the last 24 hours", stats),
+        "/api/v1/admin/unanswered": admin_get(
+            "Questions whose reply had no source, grouped by text, most asked first",
+            {**array, "items": unanswered},
+            {
+                "name": "days",
+                "in": "query",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 3650, "default": 7},
+            },
+            limit,
+        ),
+        "/api/v1/admin/feedback": admin_get(
+            "Visitors' ratings, newest first",
+            {**array, "items": feedback_item},
+            {"name": "rating", "in": "query", "schema": {"type": "string", "enum": ["up", "down"]}},
+            limit,
+            {
+                "name": "before",
+                "in": "query",
+                "description": "a reply_id: the ratings older than that one's",
+                "schema": {**INT64, "minimum": 1},
+            },
+        ),
+        "/api/v1/admin/retrieve": {
+            "post": _op(
+                "What the retriever finds for a question, best first; nothing is stored",
+                "admin",
+                {
+                    "200": _json(_obj(["passages"], passages={**array, "items": passage}), "OK"),
+                    **_errors(400, 401, 403, 415, 422),
+                },
+                security=BEARER,
+                requestBody=_body(
+                    _obj(["question"], question={**TEXT, "minLength": 1, "maxLength": 4000})
+                ),
+            )
+        },
+        "/api/v1/admin/audit": admin_get(
+            "What admins did (documents changed, purges run), newest first",
+            {**array, "items": audit_item},
+            limit,
+        ),
+    }
+
+
 def build_openapi(title: str, version: str) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/api/v1/auth/signup": {
@@ -401,6 +528,7 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                 },
             )
         },
+        **_operator_paths(),
         "/healthz": {"get": _op("Liveness", "ops", {"200": _json(_ref("Status"), "Alive")})},
         "/readyz": {
             "get": _op(

@@ -11,8 +11,10 @@ router's templates (`/api/v1/admin/documents/{id}`), never raw paths.
 from __future__ import annotations
 
 import hmac
+import math
 import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -32,6 +34,8 @@ from server.http import APIError
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED = "unmatched"  # the route label of a request no route took (a 404, a 405)
 # Replies of a chat server: from a few milliseconds (the mock) to a slow provider.
+RECENT_S = 24 * 3600  # the operators' window
+RECENT_MAX = 1_000_000  # first-token figures kept at most (a day at 11 replies a second)
 FIRST_TOKEN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -79,6 +83,29 @@ class Metrics:
         self.purge_deleted = Counter(
             "purge_deleted_rows_total", "chat_history rows deleted by the purge", registry=r
         )
+
+        # This instance's first-token latencies of the last day, for the operators' p50/p99.
+        self._recent_first_tokens: deque[tuple[float, float]] = deque(maxlen=RECENT_MAX)
+
+    def first_token_seen(self, seconds: float) -> None:
+        self.first_token.observe(seconds)
+        self._recent_first_tokens.append((time.monotonic(), seconds))
+
+    def first_token_ms(self) -> dict[str, float] | None:
+        """{"p50","p99"} in milliseconds over this instance's replies of the last 24 h
+        (nearest rank), or None without any."""
+        horizon = time.monotonic() - RECENT_S
+        recent = self._recent_first_tokens
+        while recent and recent[0][0] < horizon:
+            recent.popleft()
+        if not recent:
+            return None
+        ordered = sorted(seconds for _, seconds in recent)
+
+        def rank(q: float) -> float:
+            return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000, 3)
+
+        return {"p50": rank(0.50), "p99": rank(0.99)}
 
     def exposition(self) -> bytes:
         """The text format: this app's registry, or every worker's in multiprocess mode."""

@@ -22,6 +22,7 @@ from server import keys
 from server.answers import store
 from server.answers.knowledge import Document
 from server.auth import guards
+from server.db import operators as operators_sql
 from server.http import APIError, check_fields, json_response, read_json
 
 routes = web.RouteTableDef()
@@ -83,18 +84,18 @@ def document_body(row: asyncpg.Record) -> dict[str, Any]:
 # --- views -----------------------------------------------------------------------------
 
 
-async def require_admin(request: web.Request) -> store.LiveKnowledge:
-    """The knowledge base, for an admin (`guards.require_admin`)."""
-    await guards.require_admin(request)
-    return request.app[keys.KNOWLEDGE]
+async def require_admin(request: web.Request) -> tuple[Any, store.LiveKnowledge]:
+    """The admin and the knowledge base (`guards.require_admin`)."""
+    return await guards.require_admin(request), request.app[keys.KNOWLEDGE]
 
 
 async def _read_body(request: web.Request) -> Any:
     return await read_json(request.clone(client_max_size=MAX_BODY_BYTES))
 
 
-async def _applied(live: store.LiveKnowledge) -> None:
-    """Wait until this instance's index includes the change just committed."""
+async def _applied(admin: Any, live: store.LiveKnowledge, action: str, doc_id: str) -> None:
+    """Log the change in the audit log, then wait until this instance's index includes it."""
+    await operators_sql.record(live.pool, admin, action, doc_id)
     await asyncio.shield(live.refresh())
 
 
@@ -104,14 +105,14 @@ def _no_document(doc_id: str) -> APIError:
 
 @routes.get(BASE)
 async def list_documents(request: web.Request) -> web.Response:
-    live = await require_admin(request)
+    _admin, live = await require_admin(request)
     rows = await store.list_documents(live.pool, live.collection)
     return json_response([document_body(r) for r in rows])
 
 
 @routes.get(BASE + "/{id:.+}")
 async def get_document(request: web.Request) -> web.Response:
-    live = await require_admin(request)
+    _admin, live = await require_admin(request)
     doc_id = request.match_info["id"]
     row = await store.get_document(live.pool, live.collection, doc_id)
     if row is None:
@@ -121,12 +122,12 @@ async def get_document(request: web.Request) -> web.Response:
 
 @routes.post(BASE)
 async def add_document(request: web.Request) -> web.Response:
-    live = await require_admin(request)
+    admin, live = await require_admin(request)
     doc = parse_document(await _read_body(request), None)
     added = await store.add_document(live.pool, live.collection, doc)
     if added is None:
         raise APIError(409, f"a document with id {doc.id!r} exists; PUT replaces it")
-    await _applied(live)
+    await _applied(admin, live, "document added", doc.id)
     return json_response(
         document_body(added[0]), 201, headers={"Location": f"{BASE}/{quote(doc.id, safe='')}"}
     )
@@ -134,21 +135,21 @@ async def add_document(request: web.Request) -> web.Response:
 
 @routes.put(BASE + "/{id:.+}")
 async def put_document(request: web.Request) -> web.Response:
-    live = await require_admin(request)
+    admin, live = await require_admin(request)
     doc_id = check_id(request.match_info["id"])
     doc = parse_document(await _read_body(request), doc_id)
     row, _added, _version = await store.put_document(live.pool, live.collection, doc)
-    await _applied(live)
+    await _applied(admin, live, "document replaced", doc.id)
     return json_response(document_body(row))
 
 
 @routes.delete(BASE + "/{id:.+}")
 async def delete_document(request: web.Request) -> web.Response:
-    live = await require_admin(request)
+    admin, live = await require_admin(request)
     doc_id = request.match_info["id"]
     if await store.delete_document(live.pool, live.collection, doc_id) is None:
         raise _no_document(doc_id)
-    await _applied(live)
+    await _applied(admin, live, "document deleted", doc_id)
     return json_response({"deleted": doc_id})
 
 

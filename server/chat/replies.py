@@ -375,7 +375,7 @@ class ReplyManager:
             async for piece in stream:
                 if piece:
                     if not reply.tokens:
-                        self.metrics.first_token.observe(time.monotonic() - reply.created)
+                        self.metrics.first_token_seen(time.monotonic() - reply.created)
                     reply.add_tokens((piece,))
                     if outbox.peers:
                         seq = len(reply.tokens) - 1

@@ -52,7 +52,8 @@ async def delete_history_batch(
 
 async def delete_other(conn: asyncpg.Connection, before: datetime, keep_hours: int) -> int:
     """Used or expired verification links, rate-limit windows older than `keep_hours`,
-    purge runs older than `before`, feedback on purged replies: the rows deleted."""
+    purge runs and audit entries older than `before`, feedback on purged replies: the
+    rows deleted."""
     n = _count(
         await conn.execute(
             "DELETE FROM email_verifications WHERE used_at IS NOT NULL OR expires_at < now()"
@@ -65,6 +66,7 @@ async def delete_other(conn: asyncpg.Connection, before: datetime, keep_hours: i
         )
     )
     n += _count(await conn.execute("DELETE FROM purge_runs WHERE finished_at < $1", before))
+    n += _count(await conn.execute("DELETE FROM audit_log WHERE at < $1", before))
     # Feedback on replies that are gone (purged above, or by a partition dropped).
     n += _count(
         await conn.execute(

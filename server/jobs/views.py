@@ -10,6 +10,7 @@ from cronsim import CronSim
 
 from server import keys
 from server.auth.guards import require_admin
+from server.db import operators as operators_sql
 from server.http import json_response
 from server.jobs.purge import PurgeJob
 
@@ -55,8 +56,9 @@ async def purge_status(request: web.Request) -> web.Response:
 
 async def purge_now(request: web.Request) -> web.Response:
     """POST /api/v1/admin/purge: run the purge now and answer with its result."""
-    await require_admin(request)
+    admin = await require_admin(request)
     result = await keys.get(request.app, keys.PURGE).run_now()
+    await operators_sql.record(request.app[keys.POOL], admin, "purge run", result.status)
     return json_response(result.as_json())
 
 

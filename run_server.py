@@ -61,11 +61,10 @@ def _settings() -> Settings:
         raise SystemExit(BAD_SETTING) from None
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s",
-    )
+def _logging(settings: Settings) -> None:
+    from server import logs
+
+    logs.configure(settings.log_level, settings.log_format)
 
 
 def serve(settings: Settings, reuse_port: bool = False) -> None:
@@ -266,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     settings = _settings()
-    _logging(settings.log_level)
+    _logging(settings)
     if args.command == "purge":
         purge(settings)
     elif args.worker:

@@ -23,6 +23,7 @@ from server.auth.passwords import PasswordHasher
 from server.auth.tokens import TokenIssuer
 from server.db import pool as db_pool
 from server.db.migrations import migrate
+from server.logs import request_id_middleware
 from server.mail import Mailer
 from server.metrics import Metrics, metrics_middleware
 from server.metrics import setup as setup_metrics
@@ -94,7 +95,7 @@ def create_app(settings: Settings) -> web.Application:
     metrics = Metrics()
     app = web.Application(
         # The metrics see each request's final status: errors are answered inside them.
-        middlewares=[metrics_middleware(metrics), error_middleware],
+        middlewares=[request_id_middleware, metrics_middleware(metrics), error_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[keys.SETTINGS] = settings

@@ -76,6 +76,13 @@ def _optional(name: str, raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _log_format(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("text", "json"):
+        raise SettingsError(f"{name} must be text or json, got {raw!r}")
+    return value
+
+
 def _level(name: str, raw: str) -> str:
     value = raw.strip().upper()
     if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -230,6 +237,7 @@ class Settings:
     shutdown_timeout_s: float = setting("SHUTDOWN_TIMEOUT_S", _float(0), 10.0)
     var_dir: Path = setting("VAR_DIR", _path, Path("var"))
     log_level: str = setting("LOG_LEVEL", _level, "INFO")
+    log_format: str = setting("LOG_FORMAT", _log_format, "text")
     workers: int = setting("WORKERS", _int(1, 64), 1)
 
     @classmethod

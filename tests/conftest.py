@@ -3,13 +3,13 @@
 With DATABASE_URL set, a fresh database is created on that server for the session
 and dropped at the end; without it, an embedded PostgreSQL (pgserver) under
 `var/test` is used the same way. Every test gets users of its own, so
-tests never see each other's rows.
+tests never see each other's rows. Helpers (test users, the test secret) are in
+accounts.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,8 @@ from aiohttp.test_utils import TestClient
 from server.app import create_app
 from server.db import scratch
 from server.settings import Settings
+from tests.accounts import ROOT, TEST_SECRET, signup
 from tests.processes import MACHINE_REDIS, PrivateRedis, redis_answers
-
-ROOT = Path(__file__).resolve().parent.parent
-TEST_SECRET = "test-secret-key-that-is-long-enough-for-every-hmac-0123456789abcd"
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="session")
@@ -101,19 +98,6 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url)
     yield conn
     await conn.close()
-
-
-def unique_email(prefix: str = "user") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
-
-
-async def signup(client: TestClient, email: str | None = None, password: str = PASSWORD):
-    """Create a user; returns (email, access token, user id)."""
-    email = email or unique_email()
-    resp = await client.post("/api/v1/auth/signup", json={"email": email, "password": password})
-    assert resp.status == 201, await resp.text()
-    body = await resp.json()
-    return email, body["access_token"], body["id"]
 
 
 @pytest.fixture

@@ -17,6 +17,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+import orjson
+
+from tests.accounts import PASSWORD, unique_email
+from tests.chat.ws import recv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -230,3 +234,31 @@ class PrivateRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# -- talking to a server process -------------------------------------------------------
+
+QUESTION = "What settings are there for the purge schedule and retention?"
+
+
+def message(id: str, text: str = QUESTION) -> str:
+    """A `message` frame, as text."""
+    return orjson.dumps({"type": "message", "id": id, "text": text}).decode()
+
+
+async def http_signup(session: aiohttp.ClientSession, url: str, email: str | None = None):
+    """A new user on the server at `url`: (access token, user id)."""
+    async with session.post(
+        url + "/api/v1/auth/signup", json={"email": email or unique_email(), "password": PASSWORD}
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+        body = await resp.json()
+        return body["access_token"], body["id"]
+
+
+async def ws_to(session: aiohttp.ClientSession, ws_url: str, token: str):
+    """A WebSocket to `ws_url`, after its `ready`: (socket, the ready frame)."""
+    ws = await session.ws_connect(ws_url, headers={"Authorization": f"Bearer {token}"})
+    ready = await recv(ws)
+    assert ready["type"] == "ready"
+    return ws, ready

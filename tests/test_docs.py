@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from playwright.async_api import Page, expect
 from yarl import URL
 
-from tests.widget.conftest import chromium, new_page
+from tests.widget.browser import chromium, new_page
 
 # What each page must show once rendered: operation summaries from the OpenAPI document.
 RENDERED = [

@@ -14,7 +14,7 @@ import pytest
 
 from server.db import scratch
 from server.db.pool import embedded_running, start_embedded, stop_embedded
-from tests.conftest import PASSWORD, unique_email
+from tests.accounts import PASSWORD, unique_email
 from tests.processes import server_process
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from server import keys
-from tests.conftest import signup
-from tests.test_jobs import DAY, OLD, add_row
+from tests.accounts import signup
+from tests.jobs.history_rows import DAY, OLD, add_row
 
 
 async def ask(client, user, message="How do I embed the widget on my site?"):

@@ -7,7 +7,7 @@ import pytest
 
 from server.app import create_app
 from server.forwarded import forwarded_address
-from tests.conftest import unique_email
+from tests.accounts import unique_email
 from tests.processes import nginx_in_front
 
 

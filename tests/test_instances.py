@@ -25,11 +25,9 @@ from server.fanout.backend import Received
 from server.fanout.events import Hello, MessageStored
 from server.fanout.postgres import LISTENER_PREFIX
 from server.fanout.redis import KEY_PREFIX
-from tests.chat.conftest import connect, recv, recv_until
-from tests.conftest import PASSWORD, TEST_SECRET, signup, unique_email
-from tests.processes import free_port, server_process
-
-QUESTION = "What settings are there for the purge schedule and retention?"
+from tests.accounts import TEST_SECRET, signup, unique_email
+from tests.chat.ws import connect, recv, recv_until
+from tests.processes import free_port, http_signup, message, server_process, ws_to
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 10.0, every: float = 0.05) -> Any:
@@ -58,26 +56,6 @@ async def listeners(db, fanout_url: str | None) -> int:
         return len(await redis.keys(f"{KEY_PREFIX}{name}:alive:*"))
     finally:
         await redis.aclose()
-
-
-def message(id: str, text: str = QUESTION) -> str:
-    return orjson.dumps({"type": "message", "id": id, "text": text}).decode()
-
-
-async def http_signup(session: aiohttp.ClientSession, url: str, email: str | None = None):
-    async with session.post(
-        url + "/api/v1/auth/signup", json={"email": email or unique_email(), "password": PASSWORD}
-    ) as resp:
-        assert resp.status == 201, await resp.text()
-        body = await resp.json()
-        return body["access_token"], body["id"]
-
-
-async def ws_to(session: aiohttp.ClientSession, ws_url: str, token: str):
-    ws = await session.ws_connect(ws_url, headers={"Authorization": f"Bearer {token}"})
-    ready = await recv(ws)
-    assert ready["type"] == "ready"
-    return ws, ready
 
 
 # -- in one process: publishing only with others there -------------------------------------

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from server.settings import Settings, SettingsError
-from tests.conftest import PASSWORD, TEST_SECRET, unique_email
+from tests.accounts import PASSWORD, TEST_SECRET, unique_email
 from tests.processes import server_process
 
 

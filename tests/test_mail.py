@@ -11,7 +11,7 @@ from aiosmtpd.controller import Controller
 
 from server.app import create_app
 from server.mail import Mailer
-from tests.conftest import PASSWORD, unique_email
+from tests.accounts import PASSWORD, unique_email
 from tests.processes import free_port
 
 

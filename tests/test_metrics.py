@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import TEST_SECRET
+from tests.accounts import TEST_SECRET
 from tests.processes import server_process
 
 
@@ -98,7 +98,7 @@ async def scrape(client) -> dict:
 
 
 async def test_chat_metrics_count_what_was_sent(client, user):
-    from tests.chat.conftest import connect, recv_until
+    from tests.chat.ws import connect, recv_until
 
     headers = user["headers"]
     for i in range(2):
@@ -129,8 +129,8 @@ async def test_chat_metrics_count_what_was_sent(client, user):
 async def test_llm_failures_and_purged_rows_are_counted(aiohttp_client, make_settings, db):
     from server import keys
     from server.app import create_app
-    from tests.conftest import signup
-    from tests.test_jobs import OLD, add_row
+    from tests.accounts import signup
+    from tests.jobs.history_rows import OLD, add_row
 
     settings = make_settings(openai_api_key="sk-test", openai_base_url="http://127.0.0.1:9/v1")
     client = await aiohttp_client(create_app(settings))

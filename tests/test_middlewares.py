@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import PASSWORD, signup
+from tests.accounts import PASSWORD, signup
 
 
 async def test_api_answers_are_never_cached(client, user):

@@ -19,7 +19,7 @@ import aiohttp
 import asyncpg
 
 from server.db import scratch
-from tests.conftest import PASSWORD, TEST_SECRET, unique_email
+from tests.accounts import PASSWORD, TEST_SECRET, unique_email
 from tests.processes import ROOT, server_process
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")

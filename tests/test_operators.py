@@ -11,8 +11,8 @@ import uuid
 import pytest
 
 from server.app import create_app
+from tests.accounts import signup, unique_email
 from tests.answers.test_admin import SEED, verified_headers
-from tests.conftest import signup, unique_email
 
 
 @pytest.fixture

@@ -15,11 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.chat.conftest import recv_tokens, recv_until_close
-from tests.chat.test_channel import LONG_KB, LONG_QUESTION
-from tests.conftest import TEST_SECRET
-from tests.processes import server_process
-from tests.test_instances import http_signup, message, ws_to
+from tests.accounts import TEST_SECRET
+from tests.chat.ws import LONG_KB, LONG_QUESTION, recv_tokens, recv_until_close
+from tests.processes import http_signup, message, server_process, ws_to
 
 
 @dataclass

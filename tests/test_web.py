@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import signup
+from tests.accounts import signup
 
 
 async def ask(client, user, message, **extra):

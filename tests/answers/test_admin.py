@@ -24,7 +24,7 @@ from server.app import create_app
 from server.docs import build_openapi
 from server.keys import KNOWLEDGE
 from server.settings import SettingsError
-from tests.conftest import signup, unique_email
+from tests.accounts import signup, unique_email
 
 DOCS = "/api/v1/admin/documents"
 SEED = [
@@ -245,7 +245,7 @@ async def test_an_added_document_answers_the_very_next_question(kb_client, admin
 
 
 async def test_the_very_next_websocket_answer_sees_a_replacement(kb_client, admin):
-    from tests.chat.conftest import connect, recv_until
+    from tests.chat.ws import connect, recv_until
 
     ws = await connect(kb_client, admin["Authorization"].split()[1])
     new = "Warm the teapot first, then brew green tea at eighty degrees for two minutes."

@@ -15,8 +15,8 @@ import pytest
 from openai_standin import OpenAIStandIn
 
 from server.app import create_app
-from tests.chat.conftest import connect, recv_until
-from tests.conftest import signup
+from tests.accounts import signup
+from tests.chat.ws import connect, recv_until
 
 QUESTION = "How do I embed the widget?"
 ANSWER = "Hello, world!"  # the stand-in's pieces, joined

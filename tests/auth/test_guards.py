@@ -6,7 +6,7 @@ import pytest
 
 from server.app import create_app
 from server.settings import Settings
-from tests.conftest import signup, unique_email
+from tests.accounts import signup, unique_email
 
 
 def admin_routes(app) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from server.app import create_app
-from tests.conftest import PASSWORD, TEST_SECRET, signup, unique_email
+from tests.accounts import PASSWORD, TEST_SECRET, signup, unique_email
 
 
 async def test_signup_returns_user_and_token(client):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import orjson
 import pytest
@@ -13,26 +12,19 @@ from aiohttp import WSMsgType
 from server import keys
 from server.app import create_app
 from server.auth.tokens import TokenIssuer
-from tests.chat.conftest import (
+from tests.accounts import TEST_SECRET, signup
+from tests.chat.ws import (
+    LONG_KB,
+    LONG_QUESTION,
     connect,
+    frame,
     recv,
     recv_tokens,
     recv_until,
     recv_until_close,
     reply_frames,
+    send_message,
 )
-from tests.conftest import TEST_SECRET, signup
-
-LONG_KB = Path(__file__).with_name("long_knowledge.json")
-LONG_QUESTION = "marathon training plan weeks"
-
-
-def frame(**fields) -> str:
-    return orjson.dumps(fields).decode()
-
-
-async def send_message(ws, id: str, text: str) -> None:
-    await ws.send_str(frame(type="message", id=id, text=text))
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
 
-from tests.conftest import PASSWORD, TEST_SECRET, unique_email
+from tests.accounts import PASSWORD, TEST_SECRET, unique_email
 from tests.processes import server_process
 
 json_values = st.recursive(

@@ -9,8 +9,8 @@ import aiohttp
 import orjson
 
 from protocol.client import ChatClient
-from tests.chat.conftest import recv, recv_tokens, recv_until, recv_until_close
-from tests.conftest import PASSWORD, TEST_SECRET, unique_email
+from tests.accounts import PASSWORD, TEST_SECRET, unique_email
+from tests.chat.ws import recv, recv_tokens, recv_until, recv_until_close
 from tests.processes import server_process
 
 

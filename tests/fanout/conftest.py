@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from server.fanout.backend import Backend, Delivery, Received, transport
+from server.fanout.backend import Backend, Delivery, transport
 
 
 @pytest.fixture
@@ -48,23 +48,3 @@ def open_backend(
             await backend.close()
 
     return open_one
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (value := check()):
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-    return value
-
-
-def events_from(got: list[Delivery], origin: str) -> list[Any]:
-    return [d.event for d in got if isinstance(d, Received) and d.origin == origin]
-
-
-async def eventually_async(fetch, ok, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not ok(value := await fetch()):
-        assert asyncio.get_running_loop().time() < deadline, f"timed out: {value}"
-        await asyncio.sleep(0.05)
-    return value

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from protocol import ErrorCode, FinishReason
 from server.fanout.events import Cancel, Ended, Failed, Hello, MessageStored, Started, Tokens
-from tests.fanout.conftest import events_from, eventually, eventually_async
+from tests.fanout.deliveries import events_from, eventually, eventually_async
 
 TS = "2026-12-04T23:00:00.000000Z"
 

@@ -17,11 +17,10 @@ from server.app import create_app
 from server.fanout import redis as redis_transport
 from server.fanout.backend import Missed
 from server.fanout.events import Cancel, Ended, Hello, Tokens, encode
-from tests.chat.conftest import connect, recv_until
-from tests.conftest import signup
-from tests.fanout.conftest import events_from, eventually, eventually_async
-from tests.processes import PrivateRedis
-from tests.test_instances import message
+from tests.accounts import signup
+from tests.chat.ws import connect, recv_until
+from tests.fanout.deliveries import events_from, eventually, eventually_async
+from tests.processes import PrivateRedis, message
 
 
 @pytest.fixture

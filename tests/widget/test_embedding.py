@@ -7,8 +7,8 @@ import asyncio
 import aiohttp
 from playwright.async_api import Browser, Page, expect
 
-from tests.conftest import PASSWORD, unique_email
-from tests.widget.conftest import (
+from tests.accounts import PASSWORD, unique_email
+from tests.widget.browser import (
     ARTIFACTS,
     LOWEST_CONTRAST,
     ChatServer,

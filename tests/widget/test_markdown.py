@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Page
 
-from tests.conftest import PASSWORD, unique_email
-from tests.widget.conftest import (
+from tests.accounts import PASSWORD, unique_email
+from tests.widget.browser import (
     INJECTION_QUESTION,
     MARKDOWN_QUESTION,
     PWN_IMG,

@@ -7,8 +7,8 @@ import dataclasses
 
 from playwright.async_api import Browser, Page
 
-from tests.conftest import PASSWORD, unique_email
-from tests.widget.conftest import (
+from tests.accounts import PASSWORD, unique_email
+from tests.widget.browser import (
     ARTIFACTS,
     EXTRA_KNOWLEDGE,
     LONG_QUESTION,

@@ -1,71 +1,26 @@
-"""The history purge: what it deletes, its schedule, its lock, its failures, endpoint and CLI."""
+"""The history purge job: what it deletes, its schedule, its lock, its failures."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
-import os
-import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
-
-import asyncpg
-import pytest
 
 from server import keys
 from server.app import create_app
 from server.jobs.purge import PURGE_LOCK, PurgeJob
-from tests.conftest import ROOT, TEST_SECRET, signup, unique_email
-
-DAY = timedelta(days=1)
-OLD = timedelta(days=31)
-NEW = timedelta(hours=1)
-
-
-def connector(url: str) -> Callable[[], Any]:
-    """A `connect` for PurgeJob that opens a plain connection of its own."""
-
-    @asynccontextmanager
-    async def connect() -> AsyncIterator[asyncpg.Connection]:
-        conn = await asyncpg.connect(url)
-        try:
-            yield conn
-        finally:
-            await conn.close()
-
-    return connect
-
-
-async def add_row(
-    db: asyncpg.Connection, user_id: int, age: timedelta, reply_to: int | None = None
-) -> int:
-    """A history row whose timestamp the database sets to now() - age."""
-    return await db.fetchval(
-        'INSERT INTO chat_history (user_id, message, is_user_message, "timestamp", reply_to)'
-        " VALUES ($1, 'hello', $3::bigint IS NULL, now() - $2::interval, $3) RETURNING id",
-        user_id,
-        age,
-        reply_to,
-    )
-
-
-async def row_ids(db: asyncpg.Connection, user_id: int) -> set[int]:
-    rows = await db.fetch("SELECT id FROM chat_history WHERE user_id = $1", user_id)
-    return {r["id"] for r in rows}
-
-
-async def wait_for(predicate: Callable[[], bool], within_s: float) -> None:
-    for _ in range(int(within_s / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not true within {within_s} s")
-
-
-# -- what a run deletes ----------------------------------------------------------------
+from tests.accounts import signup, unique_email
+from tests.jobs.history_rows import (
+    DAY,
+    NEW,
+    OLD,
+    add_row,
+    connector,
+    row_ids,
+    wait_for,
+)
 
 
 async def test_purge_deletes_rows_older_than_retention_by_exact_age(client, db):
@@ -145,9 +100,6 @@ async def test_purge_removes_expired_verifications_and_stale_rate_limits(client,
     assert windows == 1
 
 
-# -- the schedule ----------------------------------------------------------------------
-
-
 async def test_the_cron_schedule_really_runs_the_purge(aiohttp_client, make_settings, db):
     client = await aiohttp_client(create_app(make_settings(purge_cron="* * * * * *")))
     _, _, user_id = await signup(client)
@@ -214,9 +166,6 @@ async def test_stop_cancels_a_run_that_outlasts_the_grace_period(client, db, dat
     assert await row_ids(db, user_id) == set()
 
 
-# -- one instance at a time ------------------------------------------------------------
-
-
 async def test_a_run_skips_while_another_instance_holds_the_lock(client, db, caplog):
     _, _, user_id = await signup(client)
     old = await add_row(db, user_id, OLD)
@@ -250,119 +199,3 @@ async def test_two_purges_at_once_one_runs_one_skips(client, db, database_url):
     assert sorted(r.status for r in results) == ["ok", "skipped"]
     assert sum(r.deleted for r in results) >= 5
     assert await row_ids(db, user_id) == set()
-
-
-# -- the admin endpoint ----------------------------------------------------------------
-
-
-async def test_admin_endpoint_shows_and_runs_the_purge(aiohttp_client, make_settings, db):
-    admin_email = unique_email("Admin")
-    settings = make_settings(admin_emails=frozenset({admin_email.lower()}), purge_cron="0 4 * * *")
-    client = await aiohttp_client(create_app(settings))
-    _, admin_token, admin_id = await signup(client, admin_email)
-    await db.execute("UPDATE users SET is_verified = true WHERE id = $1", admin_id)
-    _, user_token, user_id = await signup(client)
-    admin = {"Authorization": f"Bearer {admin_token}"}
-    user = {"Authorization": f"Bearer {user_token}"}
-
-    assert (await client.get("/api/v1/admin/purge")).status == 401
-    for method in (client.get, client.post):
-        resp = await method("/api/v1/admin/purge", headers=user)
-        assert resp.status == 403
-        assert "detail" in await resp.json()
-
-    resp = await client.get("/api/v1/admin/purge", headers=admin)
-    assert resp.status == 200
-    body = await resp.json()
-    assert body["last_run"] is None
-    assert body["schedule"] == "0 4 * * *"
-    assert body["retention_days"] == 30
-
-    old = await add_row(db, user_id, OLD)
-    resp = await client.post("/api/v1/admin/purge", headers=admin)
-    assert resp.status == 200
-    ran = await resp.json()
-    assert ran["status"] == "ok"
-    assert ran["deleted"] >= 1
-    assert old not in await row_ids(db, user_id)
-
-    body = await (await client.get("/api/v1/admin/purge", headers=admin)).json()
-    assert body["last_run"] == ran
-    assert body["last_ok"] == ran
-    assert set(ran) == {
-        "started_at",
-        "finished_at",
-        "deleted",
-        "deleted_other",
-        "duration_s",
-        "status",
-        "error",
-    }
-
-
-# -- the command line ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("held", [False, True], ids=["runs", "skips-when-locked"])
-async def test_run_server_purge_command(client, db, database_url, held: bool):
-    _, _, user_id = await signup(client)
-    old = await add_row(db, user_id, OLD)
-    newer = await add_row(db, user_id, NEW)
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": TEST_SECRET,
-        "HISTORY_RETENTION_DAYS": "30",
-    }
-    if held:
-        await db.execute("SELECT pg_advisory_lock($1)", PURGE_LOCK)
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "run_server.py",
-            "purge",
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        if held:
-            await db.execute("SELECT pg_advisory_unlock($1)", PURGE_LOCK)
-
-    assert proc.returncode == 0, err.decode()
-    if held:
-        assert b'"status":"skipped"' in out
-        assert b"purge skipped: another instance is running it" in err
-        assert await row_ids(db, user_id) == {old, newer}
-    else:
-        assert b'"status":"ok"' in out
-        assert b"purged " in err
-        assert await row_ids(db, user_id) == {newer}
-
-
-async def test_an_admin_sees_the_newest_run_of_any_instance(
-    aiohttp_client, make_settings, database_url, db
-):
-    admin_email = unique_email("admin")
-    client = await aiohttp_client(create_app(make_settings(admin_emails=frozenset({admin_email}))))
-    _, admin_token, admin_id = await signup(client, admin_email)
-    await db.execute("UPDATE users SET is_verified = true WHERE id = $1", admin_id)
-    elsewhere = PurgeJob(connector(database_url), retention_days=30)  # another instance
-
-    ran = await elsewhere.run_once()
-
-    resp = await client.get(
-        "/api/v1/admin/purge", headers={"Authorization": f"Bearer {admin_token}"}
-    )
-    body = await resp.json()
-    assert body["last_run"] is None  # this instance has not run it
-    seen = body["last_ok"]
-    assert (seen["deleted"], seen["deleted_other"], seen["status"]) == (
-        ran.deleted,
-        ran.deleted_other,
-        "ok",
-    )
-    for at in ("started_at", "finished_at"):
-        assert datetime.fromisoformat(seen[at].replace("Z", "+00:00")) == getattr(ran, at)

@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from protocol import Echo as EchoFrame
@@ -263,17 +264,12 @@ class ReplyManager:
             return stored, None
         self.metrics.messages.inc()
         followers = self._show_message(
-            user_id, client_id, stored.message_id, text, format_timestamp(stored.timestamp), sender
+            user_id, client_id, stored.message_id, text, stored.timestamp, sender
         )
         if self.outbox.peers:
+            timestamp = format_timestamp(stored.timestamp)
             self.outbox.publish(
-                MessageStored(
-                    user_id,
-                    client_id,
-                    stored.message_id,
-                    format_timestamp(stored.timestamp),
-                    text,
-                )
+                MessageStored(user_id, client_id, stored.message_id, timestamp, text)
             )
         if sender is not None:
             followers.add(sender)
@@ -287,7 +283,7 @@ class ReplyManager:
         client_id: str,
         message_id: int,
         text: str,
-        timestamp: str,
+        timestamp: datetime | str,
         sender: Connection | None,
     ) -> set[FrameSink]:
         """The `message` frame to the user's other connections here; they follow its reply.
@@ -301,6 +297,8 @@ class ReplyManager:
             if c is not sender and not c.sent_lately(client_id)
         }
         if others:
+            if isinstance(timestamp, datetime):
+                timestamp = format_timestamp(timestamp)
             echo = encode_bytes(EchoFrame(client_id, message_id, text, timestamp))
             for other in others:
                 other.push(echo)

@@ -18,14 +18,14 @@ UV_VERSION := 0.13.9
 LOCK := uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--no-header --annotation-style line
 
-.PHONY: serve test install install-test browser lint checks lock
+.PHONY: serve test install install-test browser redis lint checks lock
 
 ## Install the server and start it on HOST:PORT (default http://127.0.0.1:8000).
 serve: install
 	$(PYTHON) run_server.py
 
 ## Install everything the tests need and run the whole suite.
-test: install-test browser
+test: install-test browser redis
 	$(PYTHON) -m pytest
 
 $(PYTHON):
@@ -60,13 +60,21 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
+# The tests of the Redis fan-out use the machine's Redis at 127.0.0.1:6379 when it
+# answers, else start a private redis-server of their own: Debian's, installed here.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server)
+
 # Scripted checks of a deployment: SIGKILL failover behind Debian's nginx, and a
-# 10-second database outage (on a private PostgreSQL).
-checks: install-test
+# 10-second database outage (on a private PostgreSQL), a 10-second Redis outage under
+# two instances (on a private redis-server).
+checks: install-test redis
 	@command -v nginx >/dev/null 2>&1 || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx)
 	$(PYTHON) scripts/check_failover.py
 	$(PYTHON) scripts/check_db_outage.py
+	$(PYTHON) scripts/check_redis_outage.py
 
 lint: install-test
 	$(PYTHON) -m ruff check .

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -32,7 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from checks import (
     QUESTION,
     SECRET,
+    Failures,
+    frames_until,
+    run_outage_check,
     say,
+    send,
     signup,
     start_private_postgres,
     stop_private_postgres,
@@ -40,30 +43,6 @@ from checks import (
 
 from server.fanout.postgres import LISTENER_PREFIX
 from tests.processes import server_process
-
-
-class Failures(list[str]):
-    def check(self, ok: bool, what: str) -> None:
-        say(("ok   " if ok else "FAIL ") + what)
-        if not ok:
-            self.append(what)
-
-
-async def frames_until(ws, kind: str, id: str | None, within_s: float = 15) -> list[dict]:
-    frames = []
-    deadline = time.monotonic() + within_s
-    while True:
-        msg = await ws.receive(timeout=max(0.1, deadline - time.monotonic()))
-        if msg.type != aiohttp.WSMsgType.TEXT:
-            raise ConnectionError(f"socket closed: {msg.type.name} {msg.data}")
-        frame = orjson.loads(msg.data)
-        frames.append(frame)
-        if frame["type"] == kind and frame.get("id") == id:
-            return frames
-
-
-async def send(ws, frame: dict) -> None:
-    await ws.send_str(orjson.dumps(frame).decode())
 
 
 async def readyz(session: aiohttp.ClientSession, url: str) -> int:
@@ -196,16 +175,7 @@ async def check(args: argparse.Namespace, tmp: Path) -> Failures:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--outage", type=float, default=10.0, help="seconds without PostgreSQL")
-    args = parser.parse_args()
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="outage-") as tmp:
-        Path(tmp).chmod(0o755)  # the embedded PostgreSQL runs as its own user under root
-        failures = asyncio.run(check(args, Path(tmp)))
-    took = time.monotonic() - started
-    if failures:
-        print(f"database outage check FAILED in {took:.0f} s: " + "; ".join(failures))
-        raise SystemExit(1)
-    print(f"database outage check passed in {took:.0f} s")
+    run_outage_check("database outage", "outage-", check, parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Shared parts of the scripted checks (check_failover.py, check_db_outage.py).
+"""Shared parts of the scripted checks (check_failover.py, check_db_outage.py,
+check_redis_outage.py).
 
 A private PostgreSQL (the embedded `pgserver` one, on a data directory of the
 check's own, so stopping it disturbs nobody), chat clients that keep going
@@ -7,11 +8,14 @@ across reconnects, and the look-up of what was acknowledged.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +64,51 @@ def stop_private_postgres(var_dir: Path) -> None:
     from server.db.pool import stop_embedded  # after ROOT is on sys.path
 
     stop_embedded(var_dir)
+
+
+# -- what a check saw ----------------------------------------------------------------------
+
+
+class Failures(list[str]):
+    def check(self, ok: bool, what: str) -> None:
+        say(("ok   " if ok else "FAIL ") + what)
+        if not ok:
+            self.append(what)
+
+
+async def frames_until(ws, kind: str, id: str | None, within_s: float = 15) -> list[dict]:
+    frames = []
+    deadline = time.monotonic() + within_s
+    while True:
+        msg = await ws.receive(timeout=max(0.1, deadline - time.monotonic()))
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"socket closed: {msg.type.name} {msg.data}")
+        frame = orjson.loads(msg.data)
+        frames.append(frame)
+        if frame["type"] == kind and frame.get("id") == id:
+            return frames
+
+
+async def send(ws, frame: dict) -> None:
+    await ws.send_str(orjson.dumps(frame).decode())
+
+
+def run_outage_check(
+    name: str,
+    prefix: str,
+    check: Callable[[argparse.Namespace, Path], Awaitable[Failures]],
+    args: argparse.Namespace,
+) -> None:
+    """Run `check` in a temporary folder; print the verdict and exit 1 on a failure."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        Path(tmp).chmod(0o755)  # the embedded PostgreSQL runs as its own user under root
+        failures = asyncio.run(check(args, Path(tmp)))
+    took = time.monotonic() - started
+    if failures:
+        print(f"{name} check FAILED in {took:.0f} s: " + "; ".join(failures))
+        raise SystemExit(1)
+    print(f"{name} check passed in {took:.0f} s")
 
 
 # -- clients --------------------------------------------------------------------------------

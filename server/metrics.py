@@ -80,6 +80,13 @@ class Metrics:
         self.llm_errors = Counter(
             "llm_errors_total", "Replies the language model failed (upstream_error)", registry=r
         )
+        self.fanout_connected = Gauge(
+            "chat_fanout_connected",
+            "1 while the fan-out between instances (Redis, or PostgreSQL LISTEN) is connected;"
+            " 0 while it is degraded (with workers: 0 if any worker's is)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.purge_deleted = Counter(
             "purge_deleted_rows_total", "chat_history rows deleted by the purge", registry=r
         )

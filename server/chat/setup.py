@@ -23,6 +23,7 @@ async def chat_context(app: web.Application) -> AsyncIterator[None]:
     metrics = app[keys.METRICS]
     connections = Connections(metrics.connections)
     backend = transport(settings.fanout_url, app[keys.DSN], pool)
+    backend.listening.watch(metrics.fanout_connected.set)
     outbox = Outbox(backend)
     replies = ReplyManager(
         store, app[keys.PIPELINE], connections, outbox, app[keys.SHUTDOWN], metrics

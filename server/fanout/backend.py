@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -41,13 +41,38 @@ class Missed:
 Delivery = Received | Missed
 
 
+class Flag(asyncio.Event):
+    """An `asyncio.Event` that also tells its watchers when it is set or cleared: a
+    transport's `listening`, which the `chat_fanout_connected` gauge follows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watchers: list[Callable[[bool], None]] = []
+
+    def watch(self, watcher: Callable[[bool], None]) -> None:
+        self._watchers.append(watcher)
+        watcher(self.is_set())
+
+    def set(self) -> None:
+        if not self.is_set():
+            super().set()
+            for watcher in self._watchers:
+                watcher(True)
+
+    def clear(self) -> None:
+        if self.is_set():
+            super().clear()
+            for watcher in self._watchers:
+                watcher(False)
+
+
 class Backend(Protocol):
     """A fan-out transport. `start` before use, `close` at the end."""
 
     #: This instance's id, unique among the instances listening.
     instance: str
-    #: Set while the subscription is live.
-    listening: asyncio.Event
+    #: Set while the subscription is live (clear: the fan-out is degraded).
+    listening: Flag
     #: Payloads published so far (tests and the scaling note read it).
     sent: int
 

@@ -26,7 +26,7 @@ import asyncpg
 
 from server.db import queries
 from server.db.listen import Listener
-from server.fanout.backend import Delivery, Missed, Subscribers
+from server.fanout.backend import Delivery, Flag, Missed, Subscribers
 from server.fanout.batching import Batcher
 from server.fanout.events import Event, Hello, encode, fit
 
@@ -56,7 +56,8 @@ class PostgresBackend:
             on_lost=self._on_lost,
             max_delay_s=MAX_RECONNECT_DELAY_S,
         )
-        self.listening = self._listen.listening
+        # The listener sets and clears it; watchers (the gauge) hear of each change.
+        self.listening = self._listen.listening = Flag()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

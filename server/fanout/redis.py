@@ -48,7 +48,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from server.db import queries
-from server.fanout.backend import Delivery, Missed, Subscribers
+from server.fanout.backend import Delivery, Flag, Missed, Subscribers
 from server.fanout.batching import Batcher
 from server.fanout.events import Event, Hello, encode
 
@@ -77,7 +77,7 @@ class RedisBackend:
         self.instance = uuid.uuid4().hex[:12]
         self.pool = pool
         self.sent = 0
-        self.listening = asyncio.Event()
+        self.listening = Flag()
         # Failures are ours to handle (reconnect with backoff), not redis-py's to retry.
         self.redis = Redis.from_url(
             url,

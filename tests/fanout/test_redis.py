@@ -152,10 +152,13 @@ async def test_readyz_says_degraded_while_redis_is_away_and_chat_goes_on(
     _, token, _ = await signup(client)
     ws = await connect(client, token)
 
+    assert "\nchat_fanout_connected 1.0\n" in await (await client.get("/metrics")).text()
+
     private_redis.stop()
     await eventually(lambda: not client.app[keys.FANOUT].listening.is_set())
     resp = await client.get("/readyz")
     assert resp.status == 200 and await resp.json() == {"status": "ready", "fanout": "degraded"}
+    assert "\nchat_fanout_connected 0.0\n" in await (await client.get("/metrics")).text()
     await ws.send_str(message("while-away"))
     frames = await recv_until(ws, "end", "while-away")
     assert frames[0]["type"] == "ack" and frames[-1]["finish_reason"] == "stop"
@@ -164,6 +167,7 @@ async def test_readyz_says_degraded_while_redis_is_away_and_chat_goes_on(
     await eventually(lambda: client.app[keys.FANOUT].listening.is_set())
     resp = await client.get("/readyz")
     assert await resp.json() == {"status": "ready", "fanout": "ok"}
+    assert "\nchat_fanout_connected 1.0\n" in await (await client.get("/metrics")).text()
 
 
 async def test_entries_that_are_not_events_are_skipped(open_backend, fanout_url):

@@ -89,17 +89,30 @@ def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU time of every `postgres` process on this machine (backends come and go)."""
+def cpu_seconds_of(comm: str, title_has: str | None = None) -> float:
+    """CPU time of every process named `comm` on this machine; with `title_has`, only
+    those whose command line (a PostgreSQL backend's title) contains it."""
     total = 0.0
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    total += cpu_seconds(int(entry.name))
+                if (entry / "comm").read_text().strip() != comm:
+                    continue
+                if title_has is not None:
+                    title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    if title_has not in title:
+                        continue
+                total += cpu_seconds(int(entry.name))
             except (OSError, ValueError):
                 pass
     return total
+
+
+def postgres_cpu_seconds(database: str | None = None) -> float:
+    """CPU time of the `postgres` processes (backends come and go). With `database`,
+    only the backends serving it: the machine's PostgreSQL is shared, and other
+    sessions' work would count otherwise."""
+    return cpu_seconds_of("postgres", None if database is None else f" {database} ")
 
 
 def self_cpu_seconds() -> float:

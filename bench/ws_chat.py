@@ -15,12 +15,16 @@ a throwaway database is created on it and dropped at the end. The run:
 
 Prints messages/s, latency to `ack`, first `token` and `end` (p50/p95/p99), errors, server
 memory per connection, server and client CPU per message, and ours/ceiling ratios.
+PostgreSQL CPU per message counts only the backends serving the run's database (the
+machine's PostgreSQL is shared); Redis CPU per message, the redis-server that FANOUT_URL
+names (found by its port). WORKERS and FANOUT_URL in the environment reach the server.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -30,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import orjson
+from yarl import URL
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,6 +47,7 @@ from bench.harness import (
     bench_database,
     ceiling_server,
     chat_server,
+    cpu_seconds_of,
     insert_users,
     machine,
     mint_tokens,
@@ -67,6 +74,8 @@ class Run:
     server_cpu_s: float
     hold_errors: dict[str, int]
     db_cpu_s: float = 0.0
+    redis_cpu_s: float = 0.0
+    commits: int = 0  # transactions committed in the run's database (see `commits`)
     stored: dict[str, int] | None = None
     storm: PhaseResult | None = None  # the same chat during a login storm
     logins: list[float] | None = None  # login latencies in the storm, seconds
@@ -78,6 +87,10 @@ class Run:
     @property
     def db_cpu_per_msg_us(self) -> float:
         return self.db_cpu_s / max(1, self.phase.completed) * 1e6
+
+    @property
+    def redis_cpu_per_msg_us(self) -> float:
+        return self.redis_cpu_s / max(1, self.phase.completed) * 1e6
 
     @property
     def client_cpu_per_msg_us(self) -> float:
@@ -99,6 +112,8 @@ class Run:
             "server_cpu_us_per_msg": round(self.cpu_per_msg_us, 1),
             "client_cpu_us_per_msg": round(self.client_cpu_per_msg_us, 1),
             "postgres_cpu_us_per_msg": round(self.db_cpu_per_msg_us, 1),
+            "redis_cpu_us_per_msg": round(self.redis_cpu_per_msg_us, 1),
+            "commits_per_msg": round(self.commits / max(1, self.phase.completed), 3),
             "mem_kb_per_conn": round(self.mem_per_conn / 1024, 1),
             "errors": {**p.errors, **self.hold_errors, "open failed": self.open_failed},
             "stored": self.stored,
@@ -112,6 +127,7 @@ async def measure(
     users: list[tuple[int, str]],
     args: argparse.Namespace,
     emails: list[str] | None = None,
+    db_url: str | None = None,
 ) -> Run:
     """Open, hold, chat for one window; with `--login-storm`, a second window with logins."""
     async with LoadGen(ws_url, users, args.active, args.processes, QUESTION) as gen:
@@ -123,11 +139,17 @@ async def measure(
         start, window = gen.window(args.warmup, args.duration)
         chat = asyncio.create_task(gen.chat(start, window, args.think_ms / 1000))
         await sleep_until(window[0])
-        cpu0, db0 = server.cpu(), await asyncio.to_thread(postgres_cpu_seconds)
+        database = URL(db_url).path.lstrip("/") if db_url else None
+        cpu0, db0 = server.cpu(), await asyncio.to_thread(postgres_cpu_seconds, database)
+        redis0 = await asyncio.to_thread(redis_cpu_seconds)
+        commits0 = await commits(db_url)
         profiler = _profile(server, args) if args.profile and name == "ours" else None
         await sleep_until(window[1])
-        cpu1, db1 = server.cpu(), await asyncio.to_thread(postgres_cpu_seconds)
+        cpu1, db1 = server.cpu(), await asyncio.to_thread(postgres_cpu_seconds, database)
+        redis1 = await asyncio.to_thread(redis_cpu_seconds)
         phase = await chat
+        await asyncio.sleep(1.1)  # the backends' last counts reach pg_stat_database
+        commits1 = await commits(db_url)
         if profiler is not None:
             await asyncio.to_thread(profiler.wait)
         storm = logins = None
@@ -146,9 +168,37 @@ async def measure(
         cpu1 - cpu0,
         hold_errors,
         db1 - db0,
+        redis1 - redis0,
+        commits1 - commits0,
     )
     run.storm, run.logins = storm, logins
     return run
+
+
+async def commits(db_url: str | None) -> int:
+    """Transactions committed so far in the database of `db_url`; 0 without one.
+
+    pg_stat_database, which busy backends update about once a second: the count at
+    the window's start may lag by up to a second, so commits per message is within
+    about 1/duration (12 % of an 8 s window), on the high side."""
+    if db_url is None:
+        return 0
+    conn = await asyncpg.connect(db_url)
+    try:
+        return await conn.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+    finally:
+        await conn.close()
+
+
+def redis_cpu_seconds() -> float:
+    """CPU time of the redis-server that FANOUT_URL names (its title has its port); 0
+    without FANOUT_URL."""
+    url = os.environ.get("FANOUT_URL")
+    if not url:
+        return 0.0
+    return cpu_seconds_of("redis-server", f":{URL(url).port or 6379}")
 
 
 async def login_storm(
@@ -208,10 +258,10 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
     )
     print(
         "| target | msgs/s | ack p50/p95/p99 ms | first token p50/p95/p99 ms "
-        "| end p50/p95/p99 ms | server CPU/msg | PostgreSQL CPU/msg | client CPU/msg "
-        "| mem/conn | errors |"
+        "| end p50/p95/p99 ms | server CPU/msg | PostgreSQL CPU/msg | commits/msg "
+        "| Redis CPU/msg | client CPU/msg | mem/conn | errors |"
     )
-    print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for run in runs:
         p = run.phase
 
@@ -221,6 +271,7 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
         print(
             f"| {run.name} | {p.rate:,.0f} | {trio('ack')} | {trio('first')} | {trio('end')} "
             f"| {run.cpu_per_msg_us:,.0f} µs | {run.db_cpu_per_msg_us:,.0f} µs "
+            f"| {run.commits / max(1, p.completed):.2f} | {run.redis_cpu_per_msg_us:,.0f} µs "
             f"| {run.client_cpu_per_msg_us:,.0f} µs "
             f"| {run.mem_per_conn / 1024:.1f} KB | {run.errors} |"
         )
@@ -265,7 +316,7 @@ async def main_async(args: argparse.Namespace) -> list[Run]:
             emails = [email for _, email in rows]
             ids = [user_id for user_id, _ in rows]
             users = list(zip(ids, mint_tokens(ids), strict=True))
-            ours = await measure("ours", server, server.ws_url, users, args, emails)
+            ours = await measure("ours", server, server.ws_url, users, args, emails, db_url)
             records = ours.phase.records + (ours.storm.records if ours.storm else [])
             ours.stored = await verify_stored(db_url, records)
         runs.append(ours)

@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> web.Application:
     from server import docs, health
     from server.answers.setup import answers_context, setup_answers
     from server.auth.views import routes as auth_routes
+    from server.chat.revocation import revocation_context
     from server.chat.setup import chat_context, setup_chat
     from server.feedback import routes as feedback_routes
     from server.jobs.views import purge_context, setup_jobs
@@ -117,6 +118,7 @@ def create_app(settings: Settings) -> web.Application:
                 mail_context,  # verification mails, sent in the background
                 answers_context,  # knowledge base and retriever (database, HTTP)
                 chat_context,  # store → connections → fan-out → replies (answers)
+                revocation_context,  # closes the sockets of revoked users (connections)
                 purge_context,  # the purge's schedule (database)
             ]
         )

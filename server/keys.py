@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from server.auth.tokens import TokenIssuer
     from server.chat.connection import Connections
     from server.chat.fanout import FanOut
+    from server.chat.pending_auth import PendingAuth
     from server.chat.replies import ReplyManager
     from server.jobs.purge import PurgeJob
     from server.mail import Mailer
@@ -33,6 +34,7 @@ KNOWLEDGE: web.AppKey[LiveKnowledge] = web.AppKey("knowledge")
 REPLIES: web.AppKey[ReplyManager] = web.AppKey("replies")
 FANOUT: web.AppKey[FanOut] = web.AppKey("fanout")
 CONNECTIONS: web.AppKey[Connections] = web.AppKey("connections")
+PENDING_AUTH: web.AppKey[PendingAuth] = web.AppKey("pending_auth")
 PURGE: web.AppKey[PurgeJob] = web.AppKey("purge")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 DSN: web.AppKey[str] = web.AppKey("dsn")  # the database URL in use (embedded or given)

@@ -2,7 +2,9 @@
 
 The life of a connection:
 1. handshake: Origin checked (403), a header token checked (401);
-2. no header token: the first frame must be `auth`, within 10 s (4408);
+2. no header token: the first frame must be `auth`, within 10 s (4408); until it
+   comes the socket counts against WS_PENDING_AUTH_PER_ADDRESS and
+   WS_PENDING_AUTH_MAX (beyond them the handshake is refused with 429);
 3. `ready`, then frames (`server.chat.session`): `message` is stored (group
    commit), acked, and its reply started; `cancel`, `resume` and `ping` are
    answered at once;
@@ -17,13 +19,13 @@ the `ReplyManager`'s (`server.chat.replies`).
 from __future__ import annotations
 
 from aiohttp import WSMsgType, web
-from yarl import URL
 
 from protocol import MAX_FRAME_BYTES, Auth, CloseCode, ErrorCode, ProtocolError, decode
 from server import keys
 from server.auth.guards import UNAUTHORIZED, bearer_token
 from server.auth.tokens import Claims, TokenError
 from server.chat.session import Session, refuse
+from server.forwarded import client_address
 from server.http import APIError
 
 
@@ -32,11 +34,10 @@ def origin_allowed(request: web.Request, origin: str) -> bool:
     allowed = request.app[keys.SETTINGS].allowed_origins
     if "*" in allowed:
         return True
+    # The own origin comes from settings, never from the Host header, which the client
+    # writes (a rebound DNS name would otherwise be "own").
     origin = origin.rstrip("/")
-    if origin in allowed or origin == request.app[keys.SETTINGS].own_origin:
-        return True
-    own = URL.build(scheme=request.scheme, authority=request.host)
-    return origin == str(own).rstrip("/")
+    return origin in allowed or origin == request.app[keys.SETTINGS].own_origin
 
 
 async def chat_ws(request: web.Request) -> web.StreamResponse:
@@ -59,11 +60,23 @@ async def chat_ws(request: web.Request) -> web.StreamResponse:
         compress=False,
         decode_text=False,
     )
-    await ws.prepare(request)
     if claims is None:
-        claims = await _first_frame_auth(app, ws)
+        # Until its `auth` frame the socket proves nothing: bounded (server.chat.pending_auth).
+        pending, address = app[keys.PENDING_AUTH], client_address(request)
+        if not pending.admit(address):
+            retry = str(max(1, round(app[keys.SETTINGS].ws_auth_timeout_s)))
+            raise APIError(
+                429, "too many connections waiting to authenticate", {"Retry-After": retry}
+            )
+        try:
+            await ws.prepare(request)
+            claims = await _first_frame_auth(app, ws)
+        finally:
+            pending.release(address)
         if claims is None:
             return ws
+    else:
+        await ws.prepare(request)
     await Session(app, ws, claims, request.transport).run()
     return ws
 

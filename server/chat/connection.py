@@ -59,6 +59,9 @@ class Connection:
         self.sent: dict[str, None] = {}
         self.last_seen = time.monotonic()
         self.expires_at = 0.0
+        # The token generation it authenticated with; a newer one on the account means
+        # its tokens were revoked (`server.chat.revocation` closes it then).
+        self.generation = 0
 
     def sent_lately(self, client_id: str) -> bool:
         return client_id in self.sent

@@ -38,6 +38,7 @@ from server import keys
 from server.auth.tokens import Claims, TokenError
 from server.chat.connection import Connection
 from server.chat.replies import ShuttingDown
+from server.chat.revocation import end_session, still_valid
 from server.chat.store import IdConflict, RateLimited
 from server.db import queries
 
@@ -83,9 +84,10 @@ class Session:
         except Exception:
             await refuse(ws, ErrorCode.UNAVAILABLE, DATABASE_UNAVAILABLE, 1011)
             return
-        if user is None or not user["is_active"]:
+        if not still_valid(user, self.claims.generation):
             await refuse(ws, ErrorCode.UNAUTHORIZED, "invalid token", CloseCode.AUTH_FAILED)
             return
+        conn.generation = self.claims.generation
         settings = app[keys.SETTINGS]
         if self.connections.count(self.user_id) >= settings.max_connections_per_user:
             await ws.close(code=CloseCode.POLICY, message=b"too many connections")
@@ -140,7 +142,7 @@ class Session:
         elif isinstance(frame, Resume):
             await self._on_resume(frame.id, frame.after_seq)
         elif isinstance(frame, Auth):
-            self._on_auth(frame)
+            await self._on_auth(frame)
 
     def _error(self, id: str | None, code: ErrorCode, message: str, **extra: Any) -> None:
         self.conn.push(encode_bytes(Error(id, code, message, **extra)))
@@ -214,7 +216,9 @@ class Session:
 
     # -- token expiry and heartbeats -------------------------------------------------------
 
-    def _on_auth(self, frame: Auth) -> None:
+    async def _on_auth(self, frame: Auth) -> None:
+        """A fresh token, and a fresh look at the user: one deactivated, deleted or whose
+        tokens were revoked since is not renewed but closed (4401)."""
         try:
             claims = self.app[keys.TOKENS].verify(frame.token)
         except TokenError as exc:
@@ -224,6 +228,15 @@ class Session:
         if claims.user_id != self.user_id:
             self._error(None, ErrorCode.UNAUTHORIZED, "the token is for another user")
             return
+        try:
+            user = await queries.user_by_id(self.app[keys.POOL], self.user_id)
+        except Exception as exc:
+            self._unavailable(None, exc, "auth")
+            return
+        if not still_valid(user, claims.generation):
+            end_session(self.conn, "the account was deactivated, deleted or its tokens revoked")
+            return
+        self.conn.generation = claims.generation
         self._watch_expiry(claims)
 
     def _watch_expiry(self, claims: Claims) -> None:

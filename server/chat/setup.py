@@ -11,6 +11,7 @@ from server import keys
 from server.chat.channel import chat_ws
 from server.chat.connection import Connections
 from server.chat.fanout import FanOut, Outbox
+from server.chat.pending_auth import PendingAuth
 from server.chat.replies import ReplyManager
 from server.chat.store import ChatStore
 from server.fanout.backend import transport
@@ -62,6 +63,11 @@ async def shutdown_chat(app: web.Application) -> None:
 
 
 def setup_chat(app: web.Application) -> None:
-    """The WebSocket route and the shutdown step (`chat_context` is listed in create_app)."""
+    """The WebSocket route, the shutdown step and the bound on sockets waiting for `auth`
+    (`chat_context` and `revocation_context` are listed in create_app)."""
+    settings = app[keys.SETTINGS]
+    app[keys.PENDING_AUTH] = PendingAuth(
+        settings.ws_pending_auth_per_address, settings.ws_pending_auth_max
+    )
     app.on_shutdown.append(shutdown_chat)
     app.router.add_get("/api/v1/chat/ws", chat_ws)

@@ -136,12 +136,13 @@ async def test_no_auth_in_time_closes_4408(aiohttp_client, make_settings):
 
 
 async def test_origin_allow_list(aiohttp_client, make_settings):
-    client = await aiohttp_client(
-        create_app(make_settings(allowed_origins=("https://good.example",)))
+    settings = make_settings(
+        allowed_origins=("https://good.example",), public_url="https://chat.example"
     )
+    client = await aiohttp_client(create_app(settings))
     _, token, _ = await signup(client)
     auth = {"Authorization": f"Bearer {token}"}
-    for origin in ("https://good.example", f"http://{client.host}:{client.port}"):
+    for origin in ("https://good.example", "https://chat.example"):
         ws = await client.ws_connect("/api/v1/chat/ws", headers={**auth, "Origin": origin})
         assert (await recv(ws))["type"] == "ready"
         await ws.close()
@@ -150,6 +151,13 @@ async def test_origin_allow_list(aiohttp_client, make_settings):
     with pytest.raises(Exception) as info:
         await client.ws_connect(
             "/api/v1/chat/ws", headers={**auth, "Origin": "https://evil.example"}
+        )
+    assert getattr(info.value, "status", None) == 403
+    # The own origin is PUBLIC_URL's, never one made of the Host header (DNS rebinding).
+    with pytest.raises(Exception) as info:
+        await client.ws_connect(
+            "/api/v1/chat/ws",
+            headers={**auth, "Origin": "http://rebound.example", "Host": "rebound.example"},
         )
     assert getattr(info.value, "status", None) == 403
 

@@ -5,6 +5,7 @@ Helpers, imported by tests; the fixtures are in conftest.py.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -30,3 +31,20 @@ async def signup(client: TestClient, email: str | None = None, password: str = P
     assert resp.status == 201, await resp.text()
     body = await resp.json()
     return email, body["access_token"], body["id"]
+
+
+async def mailed_token(caplog, email: str) -> str:
+    """The verification token mailed to `email` (the log mailer writes mail to the log;
+    the test sets `caplog.set_level("INFO", logger="server.mail")`)."""
+    return (await mailed_link(caplog, email)).split("#token=")[1]
+
+
+async def mailed_link(caplog, email: str) -> str:
+    """The link (the verification page, `#token=…`) mailed to `email`."""
+    for _ in range(200):
+        for record in caplog.records:
+            text = record.getMessage()
+            if record.name == "server.mail" and f"email to {email}:".lower() in text.lower():
+                return next(w for w in text.split() if "#token=" in w)
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no mail to {email}")

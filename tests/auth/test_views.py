@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from server.app import create_app
-from tests.accounts import PASSWORD, TEST_SECRET, signup, unique_email
+from tests.accounts import PASSWORD, TEST_SECRET, mailed_link, mailed_token, signup, unique_email
 
 
 async def test_signup_returns_user_and_token(client):
@@ -165,21 +165,6 @@ async def test_refresh_gives_a_new_token(client, user):
         "/api/v1/auth/me", headers={"Authorization": f"Bearer {body['access_token']}"}
     )
     assert me.status == 200
-
-
-async def mailed_token(caplog, email: str) -> str:
-    """The verification token mailed to `email` (the log mailer writes mail to the log)."""
-    return (await mailed_link(caplog, email)).split("#token=")[1]
-
-
-async def mailed_link(caplog, email: str) -> str:
-    for _ in range(200):
-        for record in caplog.records:
-            text = record.getMessage()
-            if record.name == "server.mail" and f"email to {email}:".lower() in text.lower():
-                return next(w for w in text.split() if "#token=" in w)
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no mail to {email}")
 
 
 async def test_verification_link_verifies_once(client, caplog):

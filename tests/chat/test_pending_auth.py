@@ -9,8 +9,8 @@ import pytest
 
 from server.app import create_app
 from server.chat.pending_auth import PendingAuth
-from tests.chat.conftest import recv
-from tests.conftest import signup
+from tests.accounts import signup
+from tests.chat.ws import recv
 
 
 def test_bounds_per_address_and_in_all():

@@ -11,8 +11,8 @@ import pytest
 
 from server.app import create_app
 from server.chat.revocation import still_valid, to_close
-from tests.chat.conftest import connect, recv, recv_until_close
-from tests.conftest import TEST_SECRET, signup
+from tests.accounts import TEST_SECRET, mailed_token, signup
+from tests.chat.ws import connect, recv, recv_until_close
 from tests.processes import server_process
 
 WITHIN_S = 8.0  # "within a few seconds": the recheck runs every 2 s
@@ -71,8 +71,6 @@ async def test_an_auth_frame_rechecks_the_user_at_once(aiohttp_client, make_sett
 
 
 async def test_the_squatter_s_socket_closes_when_the_owner_opens_the_link(client, db, caplog):
-    from tests.auth.test_views import mailed_token
-
     caplog.set_level("INFO", logger="server.mail")
     email, token, _ = await signup(client)
     ws = await connect(client, token)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from playwright.async_api import Page, expect
 
-from tests.accounts import PASSWORD, signup
-from tests.auth.test_views import mailed_link
+from tests.accounts import PASSWORD, mailed_link, signup
 
 
 async def test_the_owner_confirms_and_chooses_the_password(client, page: Page, caplog):

@@ -76,6 +76,11 @@ def machine() -> str:
     )
 
 
+def load() -> str:
+    """The machine's load averages (1, 5 and 15 minutes), for the report."""
+    return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 # -- /proc readings -----------------------------------------------------------------------
 
 
@@ -248,6 +253,27 @@ async def spawn(
                 proc.wait()
 
 
+def profile(server: Process, out: str, duration_s: float) -> subprocess.Popen[bytes]:
+    """py-spy on `server` for `duration_s`: a flame graph for `.svg`, else collapsed stacks."""
+    fmt = "flamegraph" if out.endswith(".svg") else "raw"
+    spy = Path(sys.executable).with_name("py-spy")
+    argv = [
+        str(spy) if spy.exists() else "py-spy",
+        "record",
+        "-p",
+        str(server.pid),
+        "-d",
+        str(int(duration_s)),
+        "-r",
+        "200",
+    ]
+    return subprocess.Popen(
+        [*argv, "-o", out, "-f", fmt, "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def server_env(db_url: str, **overrides: str) -> dict[str, str]:
     env = {
         "DATABASE_URL": db_url,
@@ -265,9 +291,15 @@ def server_env(db_url: str, **overrides: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def chat_server(db_url: str, workdir: Path, **env: str) -> AsyncIterator[Process]:
-    """`python run_server.py` on a free port with the bench settings."""
-    argv = [str(ROOT / "run_server.py")]
+async def chat_server(
+    db_url: str, workdir: Path, root: Path = ROOT, **env: str
+) -> AsyncIterator[Process]:
+    """`python run_server.py` on a free port with the bench settings.
+
+    `root`: the checkout whose server runs (another worktree, for an A/B in one run);
+    Python puts the script's folder first on the path, so its `server` package is used.
+    """
+    argv = [str(root / "run_server.py")]
     async with spawn(argv, "/readyz", workdir, server_env(db_url, **env)) as process:
         yield process
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +53,7 @@ from bench.harness import (
     password_hash,
     percentile,
     postgres_cpu_seconds,
+    profile,
     raise_nofile,
     reply_tokens,
     sleep_until,
@@ -143,7 +143,9 @@ async def measure(
         cpu0, db0 = server.cpu(), await asyncio.to_thread(postgres_cpu_seconds, database)
         redis0 = await asyncio.to_thread(redis_cpu_seconds)
         commits0 = await commits(db_url)
-        profiler = _profile(server, args) if args.profile and name == "ours" else None
+        profiler = None
+        if args.profile and name == "ours":
+            profiler = profile(server, args.profile, args.duration)
         await sleep_until(window[1])
         cpu1, db1 = server.cpu(), await asyncio.to_thread(postgres_cpu_seconds, database)
         redis1 = await asyncio.to_thread(redis_cpu_seconds)
@@ -223,30 +225,6 @@ async def login_storm(
     async with aiohttp.ClientSession() as http:
         await asyncio.gather(*(loop(email) for email in emails[:concurrency]))
     return latencies
-
-
-def _profile(server: Process, args: argparse.Namespace) -> subprocess.Popen[bytes]:
-    """py-spy on the server for the window: collapsed stacks for reading, or a flame graph."""
-    fmt = "flamegraph" if args.profile.endswith(".svg") else "raw"
-    return subprocess.Popen(
-        [
-            "py-spy",
-            "record",
-            "-p",
-            str(server.pid),
-            "-d",
-            str(int(args.duration)),
-            "-r",
-            "200",
-            "-o",
-            args.profile,
-            "-f",
-            fmt,
-            "--nonblocking",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 def report(runs: list[Run], args: argparse.Namespace) -> None:

@@ -23,6 +23,7 @@ from server.auth.passwords import PasswordHasher
 from server.auth.tokens import TokenIssuer
 from server.db import pool as db_pool
 from server.db.migrations import migrate
+from server.db.user_reads import UserReads
 from server.logs import request_id_middleware
 from server.mail import Mailer
 from server.metrics import Metrics, metrics_middleware
@@ -46,6 +47,7 @@ async def database_context(app: web.Application) -> AsyncIterator[None]:
         async with pool.acquire() as conn:
             await migrate(conn)
         app[keys.POOL] = pool
+        app[keys.USERS] = UserReads(pool)
         app[keys.DSN] = dsn
         yield
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from server.chat.fanout import FanOut
     from server.chat.pending_auth import PendingAuth
     from server.chat.replies import ReplyManager
+    from server.db.user_reads import UserReads
     from server.jobs.purge import PurgeJob
     from server.mail import Mailer
     from server.metrics import Metrics
@@ -37,6 +38,8 @@ CONNECTIONS: web.AppKey[Connections] = web.AppKey("connections")
 PENDING_AUTH: web.AppKey[PendingAuth] = web.AppKey("pending_auth")
 PURGE: web.AppKey[PurgeJob] = web.AppKey("purge")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+#: Users read in batches (every token check): `server.db.user_reads`.
+USERS: web.AppKey[UserReads] = web.AppKey("users")
 DSN: web.AppKey[str] = web.AppKey("dsn")  # the database URL in use (embedded or given)
 #: Set once shutdown begins: /readyz answers 503, new WebSockets and messages are refused.
 SHUTDOWN: web.AppKey[asyncio.Event] = web.AppKey("shutdown")

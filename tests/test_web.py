@@ -182,7 +182,7 @@ async def test_a_reply_that_cannot_be_stored_answers_503_like_any_database_failu
     replied = await resp.json()
 
     # The same answer as a request the database fails outright (the middleware's mapping).
-    monkeypatch.setattr(queries, "user_by_id", away)
+    monkeypatch.setattr(queries, "users_by_ids", away)
     resp = await client.get("/api/v1/chat/chat-history", headers=user["headers"])
     assert resp.status == 503 and resp.headers["Retry-After"] == "5"
     assert (

@@ -13,7 +13,6 @@ from aiohttp import web
 
 from server import keys
 from server.auth.tokens import TokenError
-from server.db import queries
 from server.http import APIError
 
 UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
@@ -33,7 +32,7 @@ async def token_user(app: web.Application, token: str) -> Any:
     issued before verification or a password change are revoked). REST and every
     WebSocket `auth` ask this."""
     claims = app[keys.TOKENS].verify(token)
-    user = await queries.user_by_id(app[keys.POOL], claims.user_id)
+    user = await app[keys.USERS].get(claims.user_id)
     if user is None or not user["is_active"] or user["token_generation"] != claims.generation:
         raise TokenError("invalid token")
     return user

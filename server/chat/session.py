@@ -40,7 +40,6 @@ from server.chat.connection import Connection
 from server.chat.replies import ShuttingDown
 from server.chat.revocation import end_session, still_valid
 from server.chat.store import IdConflict, RateLimited
-from server.db import queries
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class Session:
     async def run(self) -> None:
         app, ws, conn = self.app, self.ws, self.conn
         try:
-            user = await queries.user_by_id(app[keys.POOL], self.user_id)
+            user = await app[keys.USERS].get(self.user_id)
         except Exception:
             await refuse(ws, ErrorCode.UNAVAILABLE, DATABASE_UNAVAILABLE, 1011)
             return

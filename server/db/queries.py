@@ -48,8 +48,11 @@ async def user_by_email(db: Executor, email_key: str) -> asyncpg.Record | None:
     )
 
 
-async def user_by_id(db: Executor, user_id: int) -> asyncpg.Record | None:
-    return await db.fetchrow(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", user_id)
+async def users_by_ids(db: Executor, user_ids: list[int]) -> list[asyncpg.Record]:
+    """The users with these ids (those that exist), in no particular order."""
+    return await db.fetch(
+        f"SELECT {USER_COLUMNS} FROM users WHERE id = ANY($1::bigint[])", user_ids
+    )
 
 
 async def add_verification(db: Executor, jti: str, user_id: int, expires_at: datetime) -> None:

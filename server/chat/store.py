@@ -10,7 +10,6 @@ only after the transaction holding it has committed. The SQL is in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import asyncpg
 import orjson
 
 from server.db import group_commit
+from server.db.batching import BatchLoop
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,7 @@ class ChatStore:
         self.rate_per_minute = rate_per_minute
         self._messages: list[_NewMessage] = []
         self._replies: list[_NewReply] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self.batches = 0
+        self._batches = BatchLoop(pool, self._take, self._commit_batch, self._fail)
 
     # -- public API ---------------------------------------------------------------------
 
@@ -94,7 +93,7 @@ class ChatStore:
         """Store a user message once per (user, client id); raise IdConflict, RateLimited."""
         future = asyncio.get_running_loop().create_future()
         self._messages.append(_NewMessage(user_id, client_id, text, future))
-        self._kick()
+        self._batches.kick()
         return await future
 
     async def add_reply(
@@ -110,51 +109,31 @@ class ChatStore:
         self._replies.append(
             _NewReply(user_id, reply_to, text, finish_reason, sources, token_lengths, future)
         )
-        self._kick()
+        self._batches.kick()
         return await future
 
     async def close(self) -> None:
         """Let the last batch commit."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
+        await self._batches.close()
 
     # -- batching ------------------------------------------------------------------------
 
-    def _kick(self) -> None:
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_loop())
+    def _take(self) -> tuple[list[_NewMessage], list[_NewReply]] | None:
+        if not (self._messages or self._replies):
+            return None
+        messages, self._messages = self._messages[:MAX_BATCH], self._messages[MAX_BATCH:]
+        replies, self._replies = self._replies[:MAX_BATCH], self._replies[MAX_BATCH:]
+        return messages, replies
 
-    async def _flush_loop(self) -> None:
-        # One connection serves consecutive batches: no pool round trip (and reset query)
-        # per batch. A failed batch fails its callers and gives the connection back.
-        # Rows queued while the connection is given back are taken by the outer loop.
-        while self._messages or self._replies:
-            conn: asyncpg.Connection | None = None
-            try:
-                while self._messages or self._replies:
-                    messages, self._messages = (
-                        self._messages[:MAX_BATCH],
-                        self._messages[MAX_BATCH:],
-                    )
-                    replies, self._replies = self._replies[:MAX_BATCH], self._replies[MAX_BATCH:]
-                    try:
-                        if conn is None:
-                            conn = await self.pool.acquire()
-                        await self._commit(conn, messages, replies)
-                    except Exception as exc:
-                        for item in (*messages, *replies):
-                            if not item.future.done():
-                                item.future.set_exception(exc)
-                        await self._release(conn)
-                        conn = None
-                    self.batches += 1
-            finally:
-                await self._release(conn)
+    async def _commit_batch(
+        self, conn: asyncpg.Connection, batch: tuple[list[_NewMessage], list[_NewReply]]
+    ) -> None:
+        await self._commit(conn, *batch)
 
-    async def _release(self, conn: asyncpg.Connection | None) -> None:
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await self.pool.release(conn)
+    @staticmethod
+    def _fail(batch: tuple[list[_NewMessage], list[_NewReply]], exc: Exception) -> None:
+        for item in (*batch[0], *batch[1]):
+            _settle(item.future, exc)
 
     async def _commit(
         self, conn: asyncpg.Connection, messages: list[_NewMessage], replies: list[_NewReply]

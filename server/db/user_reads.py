@@ -14,66 +14,48 @@ by a transaction committed before the request arrived is seen as revoked.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import asyncpg
 
 from server.db import queries
+from server.db.batching import BatchLoop
 
 MAX_BATCH = 500
+
+_Batch = dict[int, list[asyncio.Future[asyncpg.Record | None]]]
 
 
 class UserReads:
     """`get(user_id)`: the user's row (`queries.USER_COLUMNS`) or None, read in batches."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
         self._waiting: dict[int, list[asyncio.Future[asyncpg.Record | None]]] = {}
-        self._reader: asyncio.Task[None] | None = None
-        self.batches = 0
+        self._batches = BatchLoop(pool, self._take, self._read, _settle)
+
+    @property
+    def batches(self) -> int:
+        return self._batches.batches
 
     async def get(self, user_id: int) -> asyncpg.Record | None:
         future = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(user_id, []).append(future)
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read_loop())
+        self._batches.kick()
         return await future
 
-    async def _read_loop(self) -> None:
-        # One connection serves consecutive batches, as in the store's group commit; a
-        # failed batch fails its callers and gives the connection back.
-        while self._waiting:
-            conn: asyncpg.Connection | None = None
-            try:
-                while self._waiting:
-                    ids = list(self._waiting)[:MAX_BATCH]
-                    batch = {i: self._waiting.pop(i) for i in ids}
-                    try:
-                        if conn is None:
-                            conn = await self.pool.acquire()
-                        rows = await queries.users_by_ids(conn, ids)
-                    except Exception as exc:
-                        _settle(batch, exc)
-                        await self._release(conn)
-                        conn = None
-                        continue
-                    self.batches += 1
-                    found = {r["id"]: r for r in rows}
-                    for user_id, futures in batch.items():
-                        _settle({user_id: futures}, found.get(user_id))
-            finally:
-                await self._release(conn)
+    def _take(self) -> _Batch | None:
+        if not self._waiting:
+            return None
+        ids = list(self._waiting)[:MAX_BATCH]
+        return {i: self._waiting.pop(i) for i in ids}
 
-    async def _release(self, conn: asyncpg.Connection | None) -> None:
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await self.pool.release(conn)
+    @staticmethod
+    async def _read(conn: asyncpg.Connection, batch: _Batch) -> None:
+        found = {r["id"]: r for r in await queries.users_by_ids(conn, list(batch))}
+        for user_id, futures in batch.items():
+            _settle({user_id: futures}, found.get(user_id))
 
 
-def _settle(
-    batch: dict[int, list[asyncio.Future[asyncpg.Record | None]]],
-    result: asyncpg.Record | Exception | None,
-) -> None:
+def _settle(batch: _Batch, result: asyncpg.Record | Exception | None) -> None:
     for futures in batch.values():
         for future in futures:
             if future.done():

@@ -228,7 +228,7 @@ class Session:
             self._error(None, ErrorCode.UNAUTHORIZED, "the token is for another user")
             return
         try:
-            user = await queries.user_by_id(self.app[keys.POOL], self.user_id)
+            user = await self.app[keys.USERS].get(self.user_id)
         except Exception as exc:
             self._unavailable(None, exc, "auth")
             return

@@ -321,7 +321,7 @@ def reply_tokens(question: str = QUESTION) -> list[str]:
     from server.answers.pipeline import AnswerPipeline
 
     pipeline = AnswerPipeline.from_documents(load_documents(KNOWLEDGE), MockLLM())
-    return split_tokens(answer_text(pipeline.retrieve(question)))
+    return split_tokens(answer_text(question, pipeline.retrieve(question)))
 
 
 async def sleep_until(instant: float) -> None:

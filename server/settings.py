@@ -216,6 +216,8 @@ class Settings:
     llm_timeout_s: float = setting("LLM_TIMEOUT_S", _float(0.1), 30.0)
     llm_token_delay_ms: float = setting("LLM_TOKEN_DELAY_MS", _float(0), 30.0)
     knowledge_path: Path = setting("KNOWLEDGE_PATH", _path, DEFAULT_KNOWLEDGE)
+    # Hybrid retrieval with sentence embeddings, when the `semantic` extra is installed.
+    semantic_retrieval: bool = setting("SEMANTIC_RETRIEVAL", _bool, True)
     allowed_origins: tuple[str, ...] = setting("ALLOWED_ORIGINS", _origins, ())
     history_retention_days: int = setting("HISTORY_RETENTION_DAYS", _int(1), 30)
     purge_cron: str = setting("PURGE_CRON", _cron, "17 3 * * *")

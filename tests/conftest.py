@@ -10,6 +10,7 @@ accounts.py.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ from server.db import scratch
 from server.settings import Settings
 from tests.accounts import ROOT, TEST_SECRET, signup
 from tests.processes import MACHINE_REDIS, PrivateRedis, redis_answers
+
+# Embedding the knowledge base takes seconds per server start; the tests of hybrid
+# retrieval (tests/answers/test_semantic.py) turn it on where they need it. Servers
+# started as subprocesses inherit this.
+os.environ.setdefault("SEMANTIC_RETRIEVAL", "off")
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +80,7 @@ def make_settings(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
             # Every test signs up from 127.0.0.1 into one database: the limit's own
             # tests turn it on with an address of their own.
             "signups_per_hour_per_address": 0,
+            "semantic_retrieval": False,
         }
         values.update(overrides)
         return Settings.from_env({}, **values)

@@ -3,6 +3,12 @@
 The index is immutable and held by reference: ``rebuild`` builds a new one in a
 worker thread while the old one keeps answering, then swaps it in with a single
 assignment, so a question is always ranked against one whole index, old or new.
+
+With an ``Embedder`` (``server/answers/semantic.py``) the index is a
+``HybridIndex``: the passages are embedded while it is built (in that worker
+thread; a passage whose text did not change since the last build keeps its
+vector), and ``search`` embeds the question once, in a worker thread too, so the
+event loop never waits for the model.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from .llm.base import LLM
 from .llm.mock import MockLLM
 from .llm.openai import OpenAIChatLLM
 from .retriever import Hit, Index
+from .semantic import Embedder, HybridIndex
 
 MAX_SOURCES = 5
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -26,17 +33,19 @@ DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 class AnswerPipeline:
     """Retrieves passages for a question and streams the LLM's answer from them.
 
-    ``k`` is how many hits ``retrieve`` returns (and the LLM sees); ``max_words``
-    and ``index_params`` (see ``Index.build``) are used by ``rebuild``.
+    ``k`` is how many hits ``search`` returns (and the LLM sees); ``max_words``
+    and ``index_params`` (see ``Index.build``) are used by ``rebuild``; with an
+    ``embedder`` retrieval is hybrid (BM25F and sentence embeddings).
     """
 
     def __init__(
         self,
-        index: Index,
+        index: Index | HybridIndex,
         llm: LLM,
         *,
         k: int = MAX_SOURCES,
         max_words: int = DEFAULT_MAX_WORDS,
+        embedder: Embedder | None = None,
         **index_params: float,
     ) -> None:
         if k < 1:
@@ -46,7 +55,10 @@ class AnswerPipeline:
         self.llm = llm
         self.k = k
         self.max_words = max_words
+        self.embedder = embedder
         self.index_params = index_params
+        # Passage text -> its vector, for the passages of the newest build.
+        self._vectors: dict[str, object] = {}
 
     @classmethod
     def from_documents(
@@ -56,17 +68,27 @@ class AnswerPipeline:
         *,
         k: int = MAX_SOURCES,
         max_words: int = DEFAULT_MAX_WORDS,
+        embedder: Embedder | None = None,
         **index_params: float,
     ) -> AnswerPipeline:
-        """Build the index now (synchronously: fine at start-up) and the pipeline."""
-        index = Index.build(split_passages(documents, max_words), **index_params)
-        return cls(index, llm, k=k, max_words=max_words, **index_params)
+        """Build the index now (synchronously: run it in a thread when the embedder
+        is on) and the pipeline."""
+        pipeline = cls(
+            Index.build([]), llm, k=k, max_words=max_words, embedder=embedder, **index_params
+        )
+        pipeline._index = pipeline._build(list(documents))
+        return pipeline
 
     @property
-    def index(self) -> Index:
+    def index(self) -> Index | HybridIndex:
         return self._index
 
-    def swap_index(self, index: Index) -> None:
+    @property
+    def semantic(self) -> bool:
+        """Whether retrieval is hybrid (the embedder is on)."""
+        return self.embedder is not None
+
+    def swap_index(self, index: Index | HybridIndex) -> None:
         """Replace the index at once; searches already running finish on the old one.
 
         Wins over any ``rebuild`` still in progress (that one's result is dropped).
@@ -74,7 +96,7 @@ class AnswerPipeline:
         self._generation += 1
         self._index = index
 
-    async def rebuild(self, documents: Iterable[Document]) -> Index:
+    async def rebuild(self, documents: Iterable[Document]) -> Index | HybridIndex:
         """Split and index ``documents`` in a worker thread, then swap the new index in.
 
         If another ``rebuild`` or ``swap_index`` started after this one, the newer one
@@ -88,12 +110,40 @@ class AnswerPipeline:
             self._index = index
         return index
 
-    def _build(self, documents: list[Document]) -> Index:
-        return Index.build(split_passages(documents, self.max_words), **self.index_params)
+    def _build(self, documents: list[Document]) -> Index | HybridIndex:
+        lexical = Index.build(split_passages(documents, self.max_words), **self.index_params)
+        if self.embedder is None:
+            return lexical
+        return HybridIndex.build(lexical, self._embed_passages)
+
+    def _embed_passages(self, texts: list[str]) -> object:
+        """Vectors for passage texts, reusing those of the last build (admin edits
+        change one document: only its passages are embedded again)."""
+        import numpy as np
+
+        assert self.embedder is not None
+        known = self._vectors
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        fresh = dict(zip(missing, self.embedder.embed(missing), strict=True)) if missing else {}
+        vectors = {t: known[t] if t in known else fresh[t] for t in texts}
+        self._vectors = vectors
+        return np.stack([vectors[t] for t in texts])
 
     def retrieve(self, question: str) -> list[Hit]:
-        """The best passages for ``question`` (at most ``k``), best first; fast, sync."""
-        return self._index.search(question, self.k)
+        """The best passages for ``question`` by BM25F alone (at most ``k``), best
+        first; fast and synchronous. Replies use ``search``."""
+        index = self._index
+        lexical = index.lexical if isinstance(index, HybridIndex) else index
+        return lexical.search(question, self.k)
+
+    async def search(self, question: str) -> list[Hit]:
+        """The best passages for ``question`` (at most ``k``), best first: hybrid
+        when the embedder is on (the question is embedded in a worker thread)."""
+        index = self._index
+        if not isinstance(index, HybridIndex) or self.embedder is None:
+            return self.retrieve(question)
+        (vector,) = await asyncio.to_thread(self.embedder.embed, [question])
+        return index.search(question, vector, self.k)
 
     @staticmethod
     def sources(hits: Sequence[Hit]) -> list[dict[str, object]]:

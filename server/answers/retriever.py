@@ -303,6 +303,12 @@ class Index:
                 hits.append(Hit(self.passages[i], score))
         return hits
 
+    def idf_mass(self, query: str) -> float:
+        """The summed idf of the question's distinct terms (unknown ones included):
+        what a passage matching every term once would score, about. Hybrid
+        retrieval divides BM25F scores by it to put them on a 0..1-ish scale."""
+        return sum(self._idf_of(t) for t in dict.fromkeys(self._analyzer.terms(query)))
+
     def _idf_of(self, term: str) -> float:
         return self._idf.get(term, self._unknown_idf)
 

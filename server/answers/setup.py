@@ -21,6 +21,7 @@ from server import keys
 from server.answers import store
 from server.answers.knowledge import Document, load_documents
 from server.answers.pipeline import AnswerPipeline, build_llm
+from server.answers.semantic import load_embedder
 from server.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -67,12 +68,19 @@ async def answers_context(app: web.Application) -> AsyncIterator[None]:
         timeout_s=settings.llm_timeout_s,
         first_token_timeout_s=settings.llm_timeout_s * FIRST_TOKEN_TIMEOUT_FACTOR,
     )
-    pipeline = await asyncio.to_thread(AnswerPipeline.from_documents, snap.documents, llm)
+    embedder = await asyncio.to_thread(load_embedder, settings.semantic_retrieval)
+    pipeline = await asyncio.to_thread(
+        AnswerPipeline.from_documents, snap.documents, llm, embedder=embedder
+    )
     live = store.LiveKnowledge(pool, app[keys.DSN], collection, pipeline, snap.version)
     app[keys.PIPELINE] = pipeline
     app[keys.KNOWLEDGE] = live
     log.info(
-        "knowledge base %r: version %d, %d documents", collection, snap.version, len(snap.documents)
+        "knowledge base %r: version %d, %d documents, %s retrieval",
+        collection,
+        snap.version,
+        len(snap.documents),
+        "hybrid (BM25F + sentence embeddings)" if pipeline.semantic else "BM25F",
     )
     await live.start()
     yield

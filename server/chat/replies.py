@@ -361,11 +361,21 @@ class ReplyManager:
 
     async def _generate(self, reply: Reply) -> None:
         reason = FinishReason.STOP
-        if reply.cancelled:
+        early = FinishReason.CANCELLED if reply.cancelled else None
+        if early is None:
+            try:
+                # Hybrid retrieval embeds the question in a worker thread: a cancel may
+                # land here, before the reply started.
+                hits = await self.pipeline.search(reply.question)
+            except asyncio.CancelledError:
+                _uncancel()
+                early = FinishReason.CANCELLED if reply.cancelled else FinishReason.ERROR
+        if early is not None:
             self._begin(reply, [])
-            await self._store_and_end(reply, FinishReason.CANCELLED)
+            if early == FinishReason.ERROR:
+                self._fail(reply, ErrorCode.UNAVAILABLE, "the server is shutting down")
+            await self._store_and_end(reply, early)
             return
-        hits = self.pipeline.retrieve(reply.question)
         self._begin(reply, self.pipeline.sources(hits))
         stream = self.pipeline.stream(reply.question, hits)
         outbox = self.outbox

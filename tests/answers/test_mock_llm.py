@@ -1,4 +1,4 @@
-"""The mock LLM: deterministic answers from the best hit, exact token joins, the delay."""
+"""The mock LLM: short extractive answers naming their topics, exact token joins, the delay."""
 
 from __future__ import annotations
 
@@ -14,6 +14,17 @@ from server.answers.retriever import Hit
 
 BEST = Hit(Passage("widget", "widget", "Embedding the widget", "Add  one tag.\nThat is all. "), 3.2)
 OTHER = Hit(Passage("other", "other", "Something else", "Not this one."), 1.0)
+PURGE = Hit(
+    Passage(
+        "purge",
+        "purge",
+        "History purge",
+        "Chat history is not kept forever. The purge runs every night at 03:00 UTC. "
+        "Until then, every acknowledged message stays in the history, whatever happens. "
+        "Operators may change the schedule with a setting.",
+    ),
+    4.0,
+)
 
 
 async def collect(llm: MockLLM, hits: list[Hit]) -> list[str]:
@@ -24,18 +35,37 @@ def test_mock_is_an_llm() -> None:
     assert isinstance(MockLLM(), LLM)
 
 
-async def test_answers_from_the_best_passage_naming_its_topic() -> None:
-    tokens = await collect(MockLLM(), [BEST, OTHER])
-    expected = "From our knowledge base on “Embedding the widget”: Add  one tag.\nThat is all. "
-    assert "".join(tokens) == expected == answer_text([BEST, OTHER])
-    assert "Not this one" not in "".join(tokens)
+async def test_answers_with_the_sentence_that_answers_then_its_topic() -> None:
+    question = "When does the purge run?"
+    answer = "".join([piece async for piece in MockLLM().stream(question, [PURGE, OTHER])])
+    assert answer == "The purge runs every night at 03:00 UTC. (from “History purge”)"
+    assert answer == answer_text(question, [PURGE, OTHER])
+    assert "Not this one" not in answer
+
+
+def test_two_sentences_from_two_passages_name_both_topics() -> None:
+    nightly = Hit(Passage("p", "p", "History purge", "The purge schedule is nightly."), 4.0)
+    cron = Hit(Passage("c", "c", "PURGE_CRON", "PURGE_CRON sets the purge schedule."), 3.9)
+    assert answer_text("purge schedule", [nightly, cron]) == (
+        "The purge schedule is nightly. PURGE_CRON sets the purge schedule."
+        " (from “History purge” and “PURGE_CRON”)"
+    )
+    # Only the better one when the other passage is a poor second.
+    weak = Hit(cron.passage, 0.5)
+    assert answer_text("purge schedule", [nightly, weak]).endswith("(from “History purge”)")
+
+
+def test_a_passage_found_by_meaning_alone_answers_with_its_first_sentence() -> None:
+    # No word in common (the hybrid retriever finds such passages): its lead sentence.
+    expected = "Add  one tag. (from “Embedding the widget”)"
+    assert answer_text("how do I embed it?", [BEST]) == expected
 
 
 async def test_tokens_are_words_with_their_spacing() -> None:
     tokens = await collect(MockLLM(), [BEST])
-    assert tokens[:3] == ["From ", "our ", "knowledge "]
-    assert "Add  " in tokens and "tag.\n" in tokens
-    assert all(t.strip() for t in tokens)  # no whitespace-only tokens in this answer
+    # The knowledge base's own spacing is kept (Markdown line breaks survive).
+    assert tokens == ["Add  ", "one ", "tag. ", "(from ", "“Embedding ", "the ", "widget”)"]
+    assert "".join(tokens) == answer_text("how do I embed it?", [BEST])
 
 
 @pytest.mark.parametrize("text", ["", "  lead", "a b  c\n\td ", "one", "\n"])
@@ -80,7 +110,7 @@ async def test_cancelling_the_consumer_stops_the_stream() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert seen == ["From "]
+    assert seen == ["Add  "]
 
 
 def test_negative_delay_is_refused() -> None:

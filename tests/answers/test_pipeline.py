@@ -54,7 +54,7 @@ def test_sources_shape() -> None:
 async def test_stream_answers_with_the_mock(pipeline: AnswerPipeline) -> None:
     hits = pipeline.retrieve("when are messages purged?")
     text = "".join([piece async for piece in pipeline.stream("when?", hits)])
-    assert text == f"From our knowledge base on “History purge”: {DOCS[1].content}"
+    assert text == f"{DOCS[1].content} (from “History purge”)"
     nothing = "".join([piece async for piece in pipeline.stream("?", [])])
     assert nothing == NO_INFORMATION
 

@@ -65,10 +65,12 @@ EXTRA_KNOWLEDGE = [
         "topic": "Lighthouse keepers",
         "content": " ".join(
             [
+                # One long sentence: the mock answers with whole sentences, and these
+                # tests need a long reply.
                 "Lighthouse keepers tended the lamp through the night, trimming wicks and",
-                "winding the clockwork that turned the lens. Each lighthouse had its own",
-                "character, flashing a pattern that sailors learned by heart. Keepers kept",
-                "a logbook of weather, passing ships and the oil burned every evening.",
+                "winding the clockwork that turned the lens; each lighthouse had its own",
+                "character, flashing a pattern that sailors learned by heart; keepers kept",
+                "a logbook of weather, passing ships and the oil burned every evening;",
             ]
             * 3
         ),
@@ -76,10 +78,11 @@ EXTRA_KNOWLEDGE = [
     {
         "id": "formatting",
         "topic": "Formatting sample",
+        # One sentence (no full stop before the end), so the mock's answer is all of it.
         "content": (
-            "The formatting sample shows **bold words**, *slanted words* and `inline code`.\n\n"
-            "- first point\n- second point\n\n"
-            "Read [the guide](https://example.com/guide) or [this](javascript:alert(1))."
+            "The formatting sample shows **bold words**, *slanted words* and `inline code`:\n"
+            "- first point\n- second point\n"
+            "read [the guide](https://example.com/guide) or [this](javascript:alert(1))."
         ),
     },
     {

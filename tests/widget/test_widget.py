@@ -76,7 +76,7 @@ async def test_sign_up_ask_stream_sources_and_log_out(
     sources = await reply.locator(".sources li").all_inner_texts()
     assert sources and sources[0] == stored[1]["sources"][0]["topic"]
     announced = await frame.locator("#announcer").inner_text()
-    assert announced.startswith("Assistant: From our knowledge base")
+    assert announced.startswith("Assistant: ") and "(from “" in announced
 
     ratio, where = await frame.evaluate(LOWEST_CONTRAST)
     assert where and ratio >= 4.5, f"contrast {ratio:.2f} in {where}"

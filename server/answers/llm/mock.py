@@ -1,8 +1,10 @@
-"""The mock language model: answers with the best retrieved passage, word by word.
+"""The mock language model: answers with the sentences that answer, word by word.
 
 Deterministic and offline, so the server runs, streams and can be tested without
-any outside service (``OPENAI_API_KEY`` unset or ``mock``). It never invents: with
-no passage it says it has no information.
+any outside service (``OPENAI_API_KEY`` unset or ``mock``). It never invents: it
+quotes the one or two sentences of the retrieved passages that best answer the
+question (``server/answers/extract.py``) and names their topics; with no passage
+it says it has no information.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import functools
 import re
 from collections.abc import AsyncIterator, Sequence
 
-from ..retriever import Hit
+from ..extract import ExtractParams, best_sentences
+from ..retriever import Analyzer, Hit
+from ..sentences import split_sentences
 
 NO_INFORMATION = (
     "I'm sorry, I have no information on that in our knowledge base. "
@@ -26,12 +30,29 @@ _TOKEN = re.compile(r"\s+|\S+\s*")
 _YIELD_EVERY = 64
 
 
-def answer_text(hits: Sequence[Hit]) -> str:
-    """The whole answer the mock gives for these hits."""
+def answer_text(
+    question: str,
+    hits: Sequence[Hit],
+    analyzer: Analyzer | None = None,
+    params: ExtractParams | None = None,
+) -> str:
+    """The whole answer the mock gives: the answering sentences, then their topics.
+
+    When no sentence shares a word with the question (a hit found by meaning
+    alone), the best passage's first sentence answers: it says what the passage
+    is about.
+    """
     if not hits:
         return NO_INFORMATION
-    best = hits[0].passage
-    return f"From our knowledge base on “{best.topic}”: {best.text}"
+    chosen = best_sentences(question, hits, analyzer or Analyzer(), params)
+    if chosen:
+        text = " ".join(s.text for s in chosen)
+        topics = list(dict.fromkeys(s.hit.passage.topic for s in chosen))
+    else:
+        best = hits[0].passage
+        text = split_sentences(best.text)[0]
+        topics = [best.topic]
+    return f"{text} (from “{'” and “'.join(topics)}”)"
 
 
 def split_tokens(text: str) -> list[str]:
@@ -40,18 +61,20 @@ def split_tokens(text: str) -> list[str]:
 
 
 class MockLLM:
-    """Streams ``answer_text(hits)`` with ``delay_ms`` between tokens (0: no sleeping)."""
+    """Streams ``answer_text(question, hits)`` with ``delay_ms`` between tokens (0: no
+    sleeping)."""
 
     def __init__(self, delay_ms: float = 0) -> None:
         if delay_ms < 0:
             raise ValueError("delay_ms must not be negative")
         self.delay_ms = delay_ms
-        # The answers are the knowledge base's passages: split each one once.
+        self._analyzer = Analyzer()
+        # Popular questions get the same answer: split each answer once.
         self._tokens = functools.lru_cache(maxsize=1024)(lambda text: tuple(split_tokens(text)))
 
     async def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]:
         delay = self.delay_ms / 1000
-        for n, token in enumerate(self._tokens(answer_text(hits))):
+        for n, token in enumerate(self._tokens(answer_text(question, hits, self._analyzer))):
             if delay:
                 if n:
                     await asyncio.sleep(delay)

@@ -40,7 +40,6 @@ from server.fanout.events import (
     Cancel,
     Ended,
     Event,
-    Failed,
     Hello,
     MessageStored,
     Started,
@@ -212,24 +211,12 @@ class FanOut:
                     text = await queries.message_text(replies.store.pool, event.message_id)
                 replies.show_mirrored_message(mirror, text or "", event.timestamp)
             return
-        mirror = replies.active.get(key)
-        if mirror is None or mirror.local:
+        if not replies.advance_mirror(event):
             return  # began before this instance listened; resume reads the stored reply
-        self._seen[key] = time.monotonic()
-        if isinstance(event, Started):
-            if not mirror.started:
-                mirror.begin(list(event.sources))
-        elif isinstance(event, Tokens):
-            # Tokens a mirror has already (a sync after live events) are skipped; a gap
-            # (events missed) waits for the sync that follows every reconnect.
-            have, seq, pieces = len(mirror.tokens), event.seq, event.tokens
-            if mirror.started and seq <= have < seq + len(pieces):
-                mirror.add_tokens(pieces[have - seq :])
-        elif isinstance(event, Failed):
-            mirror.fail(event.code, event.message)
-        elif isinstance(event, Ended):
-            mirror.finish(event.reply_id, event.finish_reason)
+        if isinstance(event, Ended):
             self._forget(key)
+        else:
+            self._seen[key] = time.monotonic()
 
     def _forget(self, key: tuple[int, str]) -> None:
         self.replies.forget(key)

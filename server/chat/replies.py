@@ -608,6 +608,28 @@ class ReplyManager:
             mirror.user_id, mirror.id, mirror.message_id, text, timestamp, None
         )
 
+    def advance_mirror(self, event: Started | Tokens | Failed | Ended) -> bool:
+        """Another instance's step of a reply it generates, taken by the mirror here; False
+        when there is no mirror of it (it began before this instance listened)."""
+        mirror = self.active.get((event.user_id, event.client_id))
+        if mirror is None or mirror.local:
+            return False
+        if isinstance(event, Started):
+            if not mirror.started:
+                mirror.begin(list(event.sources))
+        elif isinstance(event, Tokens):
+            # Tokens a mirror has already (a sync after live events) are skipped; a gap
+            # (events missed) waits for the sync that follows every reconnect.
+            have, seq, pieces = len(mirror.tokens), event.seq, event.tokens
+            if mirror.started and seq <= have < seq + len(pieces):
+                mirror.add_tokens(pieces[have - seq :])
+        elif isinstance(event, Failed):
+            mirror.fail(event.code, event.message)
+        else:
+            mirror.finish(event.reply_id, event.finish_reason)
+            self.forget(mirror.key)
+        return True
+
     def forget(self, key: tuple[int, str]) -> None:
         """A mirror that ended, or whose instance no longer speaks of it."""
         reply = self.active.get(key)

@@ -18,14 +18,14 @@ UV_VERSION := 0.13.9
 LOCK := uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--no-header --annotation-style line
 
-.PHONY: serve test install install-test browser redis lint checks lock
+.PHONY: serve test install install-test browser redis axe lint checks lock
 
 ## Install the server and start it on HOST:PORT (default http://127.0.0.1:8000).
 serve: install
 	$(PYTHON) run_server.py
 
 ## Install everything the tests need and run the whole suite.
-test: install-test browser redis
+test: install-test browser redis axe
 	$(PYTHON) -m pytest
 
 $(PYTHON):
@@ -65,6 +65,12 @@ browser:
 redis:
 	@command -v redis-server >/dev/null 2>&1 || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server)
+
+# The accessibility audit the browser tests inject (axe-core), exactly as package-lock.json says.
+axe:
+	@command -v npm >/dev/null 2>&1 || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm)
+	npm ci --no-audit --no-fund
 
 # Scripted checks of a deployment: SIGKILL failover behind Debian's nginx, and a
 # 10-second database outage (on a private PostgreSQL), a 10-second Redis outage under

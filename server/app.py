@@ -87,6 +87,7 @@ def create_app(settings: Settings) -> web.Application:
     from server.auth.views import routes as auth_routes
     from server.chat.revocation import revocation_context
     from server.chat.setup import chat_context, setup_chat
+    from server.console import setup_console
     from server.feedback import routes as feedback_routes
     from server.jobs.views import purge_context, setup_jobs
     from server.operators import routes as operator_routes
@@ -139,6 +140,7 @@ def create_app(settings: Settings) -> web.Application:
     setup_metrics(app, metrics)
     docs.setup(app)
     setup_static(app)
+    setup_console(app)
     return app
 
 

@@ -529,6 +529,19 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
             )
         },
         **_operator_paths(),
+        "/admin": {
+            "get": _op(
+                "The operator console, a web page; it shows data only to an admin who logs"
+                " in on it (its data comes from the admin endpoints)",
+                "admin",
+                {
+                    "200": {
+                        "description": "The console's page",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            )
+        },
         "/healthz": {"get": _op("Liveness", "ops", {"200": _json(_ref("Status"), "Alive")})},
         "/readyz": {
             "get": _op(

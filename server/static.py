@@ -21,6 +21,8 @@ from server.settings import Settings
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 DEMO_PAGE = "index.html"
 SERVER_PLACEHOLDER = "{{server}}"
+CONSOLE_FILES = "/static/admin/"  # the operator console's files (server/console.py)
+NO_FRAMING = "'none'"
 
 
 def frame_ancestors(settings: Settings) -> str:
@@ -35,11 +37,12 @@ def _ws_origin(origin: str) -> str:
     return str(url.with_scheme("wss" if url.scheme == "https" else "ws")).rstrip("/")
 
 
-def page_csp(settings: Settings) -> str:
+def page_csp(settings: Settings, ancestors: str | None = None) -> str:
     """A strict policy for our own pages: files from this server only, nothing inline.
 
     Every source comes from settings (`own_origin`), never from the request's Host
     header, which the client writes: `Host: x *` must not become `script-src … *`.
+    `ancestors` replaces `frame-ancestors` (default: the widget's, `ALLOWED_ORIGINS`).
     """
     origin = settings.own_origin
     connect = f"'self' {_ws_origin(origin)}"
@@ -52,13 +55,14 @@ def page_csp(settings: Settings) -> str:
         "frame-src 'self'; "
         "base-uri 'none'; "
         "form-action 'none'; "
-        f"frame-ancestors {frame_ancestors(settings)}"
+        f"frame-ancestors {ancestors or frame_ancestors(settings)}"
     )
 
 
-def _html_headers(request: web.Request) -> dict[str, str]:
+def html_headers(request: web.Request, ancestors: str | None = None) -> dict[str, str]:
+    """The headers of every HTML page of ours (`page_csp`, no sniffing, revalidated)."""
     return {
-        "Content-Security-Policy": page_csp(request.app[keys.SETTINGS]),
+        "Content-Security-Policy": page_csp(request.app[keys.SETTINGS], ancestors),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
         "Cache-Control": "no-cache",
@@ -71,7 +75,7 @@ def demo_page(template: str):
     async def handler(request: web.Request) -> web.Response:
         server = request.app[keys.SETTINGS].own_origin
         text = template.replace(SERVER_PLACEHOLDER, html.escape(server, quote=True))
-        return web.Response(text=text, content_type="text/html", headers=_html_headers(request))
+        return web.Response(text=text, content_type="text/html", headers=html_headers(request))
 
     return handler
 
@@ -83,7 +87,9 @@ async def _static_headers(request: web.Request, response: web.StreamResponse) ->
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers.setdefault("Cache-Control", "no-cache")
     if response.content_type == "text/html":
-        response.headers.update(_html_headers(request))
+        # The console's files are never framed, whatever ALLOWED_ORIGINS lets embed the widget.
+        console = request.path.startswith(CONSOLE_FILES)
+        response.headers.update(html_headers(request, NO_FRAMING if console else None))
 
 
 def setup_static(app: web.Application) -> None:

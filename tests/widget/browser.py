@@ -43,6 +43,14 @@ TOKEN_DELAY_MS = 25.0
 
 TIMEOUT_MS = 15_000
 
+# A phone's screen, for `new_page(browser, **PHONE)`.
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 2,
+    "is_mobile": True,
+    "has_touch": True,
+}
+
 
 LONG_QUESTION = "Tell me about lighthouse keepers"
 

@@ -11,6 +11,7 @@ from tests.accounts import PASSWORD, unique_email
 from tests.widget.browser import (
     ARTIFACTS,
     LOWEST_CONTRAST,
+    PHONE,
     ChatServer,
     HostSite,
     ask,
@@ -137,13 +138,7 @@ async def sign_up_and_chat(page: Page, chat_server: ChatServer, frame_opened_by:
 
 
 async def test_phone_sized_screen(browser: Browser, chat_server: ChatServer, host_site: HostSite):
-    page = await new_page(
-        browser,
-        viewport={"width": 390, "height": 844},
-        device_scale_factor=2,
-        is_mobile=True,
-        has_touch=True,
-    )
+    page = await new_page(browser, **PHONE)
     await page.goto(f"{host_site.origin}/index")
     frame = await open_widget(page, chat_server)
     box = await page.locator("[data-chat-widget] iframe").bounding_box()

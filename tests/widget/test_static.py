@@ -26,7 +26,9 @@ def test_loader_is_under_10_kb_gzipped() -> None:
     assert size < LOADER_LIMIT, f"widget.js is {size} bytes gzipped"
 
 
-@pytest.mark.parametrize("page", sorted(p.name for p in STATIC_DIR.glob("*.html")))
+@pytest.mark.parametrize(
+    "page", sorted(str(p.relative_to(STATIC_DIR)) for p in STATIC_DIR.rglob("*.html"))
+)
 def test_pages_have_no_inline_script_or_style(page: str) -> None:
     """The pages' CSP allows no inline code, so none may be needed."""
     text = (STATIC_DIR / page).read_text(encoding="utf-8")

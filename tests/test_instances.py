@@ -24,7 +24,7 @@ from server.chat.fanout import GONE_AFTER_S, PEER_POLL_S
 from server.fanout.backend import Received
 from server.fanout.events import Hello, MessageStored
 from server.fanout.postgres import LISTENER_PREFIX
-from server.fanout.redis import KEY_PREFIX
+from server.fanout.redis import ALIVE_TTL_S, KEY_PREFIX
 from tests.accounts import TEST_SECRET, signup, unique_email
 from tests.chat.ws import connect, recv, recv_until
 from tests.processes import free_port, http_signup, message, server_process, ws_to
@@ -222,7 +222,8 @@ async def test_a_killed_instance_s_replies_end_stored_on_the_others(
         while len([f for f in seen if f["type"] == "token"]) < 3:
             seen.append(await recv(on_b))
         assert await a.stop(signal.SIGKILL) == -signal.SIGKILL
-        rest = await recv_until(on_b, "end", "k1", timeout=GONE_AFTER_S + 5)
+        # Gone: its LISTEN connection drops at once, its Redis key within ALIVE_TTL_S.
+        rest = await recv_until(on_b, "end", "k1", timeout=GONE_AFTER_S + ALIVE_TTL_S + 5)
         assert [f["type"] for f in rest][-2:] == ["error", "end"]
         assert rest[-2]["code"] == "unavailable"
         end = rest[-1]

@@ -182,3 +182,19 @@ async def test_entries_that_are_not_events_are_skipped(open_backend, fanout_url)
             await admin.aclose()
         await eventually(lambda: Cancel(5, "fine") in events_from(got_b, "elsewhere"))
         assert b.listening.is_set()
+
+
+async def test_an_instance_starts_without_redis_and_joins_when_it_comes(
+    aiohttp_client, make_settings, private_redis
+):
+    private_redis.stop()
+    client = await aiohttp_client(create_app(make_settings(fanout_url=private_redis.url)))
+    resp = await client.get("/readyz")
+    assert resp.status == 200 and await resp.json() == {"status": "ready", "fanout": "degraded"}
+    _, token, _ = await signup(client)
+    ws = await connect(client, token)
+    await ws.send_str(message("no-redis-yet"))
+    assert (await recv_until(ws, "end", "no-redis-yet"))[-1]["finish_reason"] == "stop"
+    private_redis.start()
+    await eventually(lambda: client.app[keys.FANOUT].listening.is_set())
+    assert await (await client.get("/readyz")).json() == {"status": "ready", "fanout": "ok"}

@@ -1,30 +1,42 @@
 """The ceiling: a bare aiohttp server on uvloop that answers like ours, with no database.
 
-    CEILING_TOKENS='["a ", "b"]' PORT=8100 python bench/ceiling.py
+    CEILING_TOKENS='["a ", "b"]' CEILING_WRITES=reply PORT=8100 python bench/ceiling.py
 
 `GET /ws` answers every text frame `{"type":"message","id"}` with the frames our
 server sends (`ack`, `start`, one `token` per entry of CEILING_TOKENS, `end`), built
 the cheapest way aiohttp allows; `POST /chat` answers `{"message"}` with the REST
-chat body. It checks no token and stores nothing: what is left of our server's time
-against it is the price of authentication, persistence and the reply machinery.
+chat body. CEILING_WRITES says how the frames leave: `frame` (default), one
+`send_frame` each (a system call a frame); `reply`, a reply's frames built with
+`protocol.wire`'s header and written together with one `transport.write`, the
+least a server can do for the same bytes (our server writes the ack, start and
+tokens together, then the end after its commit: two writes). It checks no token
+and stores nothing: what is left of our server's time against it is the price of
+authentication, persistence and the reply machinery.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import uvloop
 from aiohttp import WSMsgType, web
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from protocol.wire import text_frame_header
+
 SOURCES = [{"id": "bench", "topic": "Benchmarks", "score": 0.9523}]
 
 
-def make_app(tokens: list[str]) -> web.Application:
+def make_app(tokens: list[str], writes: str = "frame") -> web.Application:
     text = "".join(tokens)
     ids = itertools.count(1)
+    token_texts = [orjson.dumps(token) for token in tokens]
 
     async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True, compress=False, decode_text=False)
@@ -33,6 +45,13 @@ def make_app(tokens: list[str]) -> web.Application:
             b'{"type":"ready","protocol":1,"user":{"id":1,"email":"a@b.c"},"pending":[]}',
             WSMsgType.TEXT,
         )
+        if writes == "reply":
+            transport = request.transport
+            assert transport is not None
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    transport.write(reply_bytes(orjson.loads(msg.data)["id"]))
+            return ws
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
                 continue
@@ -67,6 +86,34 @@ def make_app(tokens: list[str]) -> web.Application:
             )
         return ws
 
+    def reply_bytes(cid: str) -> bytes:
+        """Every frame of the reply to `cid`, each behind its WebSocket header."""
+        qid = orjson.dumps(cid)
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        mid = next(ids)
+        frames = [
+            orjson.dumps({"type": "ack", "id": cid, "message_id": mid, "timestamp": now}),
+            orjson.dumps({"type": "start", "id": cid, "sources": SOURCES}),
+        ]
+        prefix = b'{"type":"token","id":' + qid + b',"seq":'
+        frames += [b'%s%d,"text":%s}' % (prefix, seq, t) for seq, t in enumerate(token_texts)]
+        frames.append(
+            orjson.dumps(
+                {
+                    "type": "end",
+                    "id": cid,
+                    "message_id": next(ids),
+                    "text": text,
+                    "finish_reason": "stop",
+                }
+            )
+        )
+        parts = []
+        for frame in frames:
+            parts.append(text_frame_header(len(frame)))
+            parts.append(frame)
+        return b"".join(parts)
+
     async def chat_handler(request: web.Request) -> web.Response:
         body = await request.json(loads=orjson.loads)
         mid = next(ids)
@@ -94,7 +141,7 @@ def make_app(tokens: list[str]) -> web.Application:
 def main() -> None:
     tokens = orjson.loads(os.environ.get("CEILING_TOKENS", '["a ", "reply"]'))
     web.run_app(
-        make_app(tokens),
+        make_app(tokens, os.environ.get("CEILING_WRITES", "frame")),
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8100")),
         access_log=None,

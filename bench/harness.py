@@ -305,11 +305,14 @@ async def chat_server(
 
 
 @asynccontextmanager
-async def ceiling_server(workdir: Path, tokens: Sequence[str]) -> AsyncIterator[Process]:
-    """The bare aiohttp server (bench/ceiling.py) answering with `tokens`."""
+async def ceiling_server(
+    workdir: Path, tokens: Sequence[str], writes: str = "frame"
+) -> AsyncIterator[Process]:
+    """The bare aiohttp server (bench/ceiling.py) answering with `tokens`; `writes`:
+    "frame" (a `send_frame` each) or "reply" (a reply's frames in one write)."""
     import orjson
 
-    env = {"CEILING_TOKENS": orjson.dumps(list(tokens)).decode()}
+    env = {"CEILING_TOKENS": orjson.dumps(list(tokens)).decode(), "CEILING_WRITES": writes}
     async with spawn([str(BENCH / "ceiling.py")], "/healthz", workdir, env) as process:
         yield process
 

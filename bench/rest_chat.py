@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from yarl import URL
+
 from bench.harness import (
     QUESTION,
     ROOT,
@@ -50,16 +52,19 @@ async def measure(
     clients: int,
     args: argparse.Namespace,
     spy: str | None = None,
+    database: str | None = None,
 ) -> tuple[PhaseResult, float, float]:
     """One window: the phase, the server's and PostgreSQL's CPU seconds in it."""
     async with LoadGen(url, users, 0, args.processes, QUESTION) as gen:
         start, window = gen.window(args.warmup, args.duration)
         rest = asyncio.create_task(gen.rest(url, clients, start, window))
         await sleep_until(window[0])
-        cpu0, db0 = server.cpu(), await asyncio.to_thread(postgres_cpu_seconds)
+        # PostgreSQL CPU: the backends of our database only (none for the ceiling).
+        pg_cpu = postgres_cpu_seconds if database else lambda _: 0.0
+        cpu0, db0 = server.cpu(), await asyncio.to_thread(pg_cpu, database)
         profiler = profile(server, spy, args.duration) if spy else None
         await sleep_until(window[1])
-        cpu1, db1 = server.cpu(), await asyncio.to_thread(postgres_cpu_seconds)
+        cpu1, db1 = server.cpu(), await asyncio.to_thread(pg_cpu, database)
         phase = await rest
         if profiler is not None:
             await asyncio.to_thread(profiler.wait)
@@ -92,9 +97,8 @@ async def serve_ours(
             spy = None
             if args.profile and name == "ours":
                 spy = str(Path(args.profile).with_name(f"{n}-{Path(args.profile).name}"))
-            out[n] = await measure(
-                server, server.url + "/api/v1/chat/chat", users[:n], n, args, spy
-            )
+            url = server.url + "/api/v1/chat/chat"
+            out[n] = await measure(server, url, users[:n], n, args, spy, URL(db_url).path[1:])
         records = [r for phase, _, _ in out.values() for r in phase.records]
         stored = await verify_stored(db_url, records)
     return out, stored

@@ -42,12 +42,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.harness import (
     PASSWORD,
     QUESTION,
+    ROOT,
     Process,
     bench_database,
     ceiling_server,
     chat_server,
     cpu_seconds_of,
     insert_users,
+    load,
     machine,
     mint_tokens,
     password_hash,
@@ -79,6 +81,8 @@ class Run:
     stored: dict[str, int] | None = None
     storm: PhaseResult | None = None  # the same chat during a login storm
     logins: list[float] | None = None  # login latencies in the storm, seconds
+    target: str = ""  # ours, baseline, ceiling, ceiling-frames
+    round: int = 0
 
     @property
     def cpu_per_msg_us(self) -> float:
@@ -140,14 +144,16 @@ async def measure(
         chat = asyncio.create_task(gen.chat(start, window, args.think_ms / 1000))
         await sleep_until(window[0])
         database = URL(db_url).path.lstrip("/") if db_url else None
-        cpu0, db0 = server.cpu(), await asyncio.to_thread(postgres_cpu_seconds, database)
+        # No database (a ceiling): no PostgreSQL CPU (others' backends would count).
+        pg_cpu = postgres_cpu_seconds if database else lambda _: 0.0
+        cpu0, db0 = server.cpu(), await asyncio.to_thread(pg_cpu, database)
         redis0 = await asyncio.to_thread(redis_cpu_seconds)
         commits0 = await commits(db_url)
         profiler = None
         if args.profile and name == "ours":
             profiler = profile(server, args.profile, args.duration)
         await sleep_until(window[1])
-        cpu1, db1 = server.cpu(), await asyncio.to_thread(postgres_cpu_seconds, database)
+        cpu1, db1 = server.cpu(), await asyncio.to_thread(pg_cpu, database)
         redis1 = await asyncio.to_thread(redis_cpu_seconds)
         phase = await chat
         await asyncio.sleep(1.1)  # the backends' last counts reach pg_stat_database
@@ -228,7 +234,7 @@ async def login_storm(
 
 
 def report(runs: list[Run], args: argparse.Namespace) -> None:
-    print(f"\n{time.strftime('%Y-%m-%d')} · {machine()}")
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M')} · {machine()} · load {load()}")
     print(
         f"{args.idle} idle + {args.active} active connections, {args.processes} client "
         f"process(es), warm-up {args.warmup} s, window {args.duration} s, "
@@ -253,13 +259,18 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
             f"| {run.client_cpu_per_msg_us:,.0f} µs "
             f"| {run.mem_per_conn / 1024:.1f} KB | {run.errors} |"
         )
-    if len(runs) == 2:
-        ours, ceiling = runs
-        print(
-            f"\nours / ceiling: {ours.phase.rate / max(ceiling.phase.rate, 1e-9):.0%} of the "
-            f"messages per second; the ceiling's server CPU per message is "
-            f"{ceiling.cpu_per_msg_us / max(ours.cpu_per_msg_us, 1e-9):.0%} of ours"
-        )
+    print()
+    for run in runs:
+        if run.target not in ("ours", "baseline"):
+            continue
+        for ceiling in runs:
+            if ceiling.round == run.round and ceiling.target in CEILINGS:
+                print(
+                    f"{run.name} / {ceiling.name}: "
+                    f"{run.phase.rate / max(ceiling.phase.rate, 1e-9):.0%} of the messages per "
+                    f"second; server CPU per message {run.cpu_per_msg_us:,.0f} µs + PostgreSQL "
+                    f"{run.db_cpu_per_msg_us:,.0f} µs against {ceiling.cpu_per_msg_us:,.0f} µs"
+                )
     for run in runs:
         if run.storm is not None and run.logins is not None:
             quiet, storm = run.phase, run.storm
@@ -280,28 +291,55 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
             print(f"{run.name} stored: {run.stored}")
 
 
-async def main_async(args: argparse.Namespace) -> list[Run]:
-    raise_nofile()
-    tokens = reply_tokens()
-    workdir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
-    runs: list[Run] = []
+CEILINGS = {
+    "ceiling": "reply",  # a reply's frames in one write: the least a server can do
+    "ceiling-frames": "frame",  # one send_frame a frame (the earlier ceiling)
+}
+
+
+async def measure_ours(
+    name: str, root: Path, args: argparse.Namespace, workdir: Path
+) -> tuple[Run, list[tuple[int, str]]]:
+    """Our server (from checkout `root`) on a fresh database; then the check in PostgreSQL."""
     total = args.idle + args.active
     async with bench_database() as db_url:
         env = {"DB_POOL_MAX": str(args.pool)}
-        async with chat_server(db_url, workdir, **env) as server:
+        async with chat_server(db_url, workdir, root, **env) as server:
             hashed = password_hash(12) if args.login_storm else "x"
             rows = await insert_users(db_url, total, hashed)
             emails = [email for _, email in rows]
             ids = [user_id for user_id, _ in rows]
             users = list(zip(ids, mint_tokens(ids), strict=True))
-            ours = await measure("ours", server, server.ws_url, users, args, emails, db_url)
-            records = ours.phase.records + (ours.storm.records if ours.storm else [])
-            ours.stored = await verify_stored(db_url, records)
-        runs.append(ours)
+            run = await measure(name, server, server.ws_url, users, args, emails, db_url)
+            records = run.phase.records + (run.storm.records if run.storm else [])
+            run.stored = await verify_stored(db_url, records)
+    return run, users
+
+
+async def main_async(args: argparse.Namespace) -> list[Run]:
+    raise_nofile()
+    tokens = reply_tokens()
+    workdir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+    runs: list[Run] = []
+    targets: list[tuple[str, Path | str]] = [("ours", ROOT)]
+    if args.baseline:
+        targets.append(("baseline", args.baseline))
     if not args.no_ceiling:
-        async with ceiling_server(workdir, tokens) as ceiling:
-            ws_url = ceiling.url.replace("http", "ws") + "/ws"
-            runs.append(await measure("ceiling", ceiling, ws_url, users, args))
+        targets += [(name, writes) for name, writes in CEILINGS.items() if name in args.ceilings]
+    users = [(i, "x") for i in range(args.idle + args.active)]  # the ceilings check no token
+    for k in range(args.rounds):
+        # Alternate the order from round to round, so a drift of the machine's speed
+        # does not always favour the same target.
+        for name, where in targets if k % 2 == 0 else targets[::-1]:
+            label = name if args.rounds == 1 else f"{name} ({k + 1})"
+            if isinstance(where, Path):
+                run, _ = await measure_ours(label, where, args, workdir)
+            else:
+                async with ceiling_server(workdir, tokens, where) as ceiling:
+                    ws_url = ceiling.url.replace("http", "ws") + "/ws"
+                    run = await measure(label, ceiling, ws_url, users, args)
+            run.target, run.round = name, k
+            runs.append(run)
     report(runs, args)
     if args.json:
         figures = orjson.dumps([r.summary() for r in runs], option=orjson.OPT_INDENT_2)
@@ -319,11 +357,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--think-ms", type=float, default=0.0, help="pause between messages")
     parser.add_argument("--pool", type=int, default=10, help="the server's DB_POOL_MAX")
-    parser.add_argument("--no-ceiling", action="store_true", help="skip the bare server")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the bare servers")
+    parser.add_argument(
+        "--ceilings",
+        default="ceiling,ceiling-frames",
+        type=lambda s: s.split(","),
+        help="the bare servers, comma-separated: 'ceiling' (a reply's frames in one write), "
+        "'ceiling-frames' (a send_frame a frame)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="every target this many times")
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout whose server runs beside ours (A/B)"
+    )
     parser.add_argument("--login-storm", type=int, default=0, help="concurrent logins, window 2")
     parser.add_argument("--json", help="write the figures to this file too")
     parser.add_argument("--profile", help="py-spy the server during the window into this file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.baseline:
+        args.baseline = args.baseline.resolve()
+    return args
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from .retriever import Hit, Index
 from .semantic import Embedder, HybridIndex
 
 MAX_SOURCES = 5
+HITS_CACHED = 1024  # questions whose lexical hits are kept
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
@@ -52,6 +53,10 @@ class AnswerPipeline:
             raise ValueError("k must be at least 1")
         self._index = index
         self._generation = 0
+        # Popular questions come again and again: their lexical hits, for the index
+        # they were ranked on (a new index starts an empty cache).
+        self._hits: dict[str, tuple[Hit, ...]] = {}
+        self._hits_of: object = index
         self.llm = llm
         self.k = k
         self.max_words = max_words
@@ -133,8 +138,16 @@ class AnswerPipeline:
         """The best passages for ``question`` by BM25F alone (at most ``k``), best
         first; fast and synchronous. Replies use ``search``."""
         index = self._index
-        lexical = index.lexical if isinstance(index, HybridIndex) else index
-        return lexical.search(question, self.k)
+        if self._hits_of is not index:
+            self._hits, self._hits_of = {}, index
+        hits = self._hits.get(question)
+        if hits is None:
+            lexical = index.lexical if isinstance(index, HybridIndex) else index
+            hits = tuple(lexical.search(question, self.k))
+            if len(self._hits) >= HITS_CACHED:
+                del self._hits[next(iter(self._hits))]  # the oldest
+            self._hits[question] = hits
+        return list(hits)
 
     async def search(self, question: str) -> list[Hit]:
         """The best passages for ``question`` (at most ``k``), best first: hybrid

@@ -62,9 +62,35 @@ async def test_stream_answers_with_the_mock(pipeline: AnswerPipeline) -> None:
 def test_swap_index(pipeline: AnswerPipeline) -> None:
     new = Index.build([])
     old = pipeline.index
+    assert pipeline.retrieve("widget")  # ranked on the old index (and kept for it)
     pipeline.swap_index(new)
     assert pipeline.index is new is not old
     assert pipeline.retrieve("widget") == []
+
+
+def test_a_repeated_question_gets_the_same_hits_and_callers_cannot_change_them(
+    pipeline: AnswerPipeline,
+) -> None:
+    first = pipeline.retrieve("how do I embed the widget?")
+    assert first[0].passage.doc_id == "widget"
+    first.clear()  # a caller's own list
+    again = pipeline.retrieve("how do I embed the widget?")
+    assert again == pipeline.index.search("how do I embed the widget?", pipeline.k) != []
+    assert pipeline.retrieve("when are messages purged?")[0].passage.doc_id == "purge"
+
+
+async def test_the_mock_answers_a_repeated_question_alike_and_another_differently(
+    pipeline: AnswerPipeline,
+) -> None:
+    async def answer(question: str) -> str:
+        hits = pipeline.retrieve(question)
+        return "".join([piece async for piece in pipeline.stream(question, hits)])
+
+    widget = await answer("how do I embed the widget?")
+    assert widget == await answer("how do I embed the widget?")
+    assert "script tag" in widget
+    purge = await answer("when are messages purged?")
+    assert purge != widget and "purged" in purge
 
 
 async def test_rebuild_builds_in_a_thread_and_swaps(pipeline: AnswerPipeline) -> None:

@@ -69,12 +69,16 @@ class MockLLM:
             raise ValueError("delay_ms must not be negative")
         self.delay_ms = delay_ms
         self._analyzer = Analyzer()
-        # Popular questions get the same answer: split each answer once.
-        self._tokens = functools.lru_cache(maxsize=1024)(lambda text: tuple(split_tokens(text)))
+        # Popular questions get the same answer: choose its sentences and split it once
+        # for the same question and passages.
+        self._answers = functools.lru_cache(maxsize=1024)(self._answer_tokens)
+
+    def _answer_tokens(self, question: str, hits: tuple[Hit, ...]) -> tuple[str, ...]:
+        return tuple(split_tokens(answer_text(question, hits, self._analyzer)))
 
     async def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]:
         delay = self.delay_ms / 1000
-        for n, token in enumerate(self._tokens(answer_text(question, hits, self._analyzer))):
+        for n, token in enumerate(self._answers(question, tuple(hits))):
             if delay:
                 if n:
                     await asyncio.sleep(delay)

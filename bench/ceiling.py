@@ -50,44 +50,20 @@ def make_app(tokens: list[str], writes: str = "frame") -> web.Application:
             assert transport is not None
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    transport.write(reply_bytes(orjson.loads(msg.data)["id"]))
+                    parts = []
+                    for frame in reply_frames(orjson.loads(msg.data)["id"]):
+                        parts.append(text_frame_header(len(frame)))
+                        parts.append(frame)
+                    transport.write(b"".join(parts))
             return ws
         async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                continue
-            frame = orjson.loads(msg.data)
-            cid = frame["id"]
-            qid = orjson.dumps(cid)
-            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            mid = next(ids)
-            await ws.send_frame(
-                orjson.dumps({"type": "ack", "id": cid, "message_id": mid, "timestamp": now}),
-                WSMsgType.TEXT,
-            )
-            await ws.send_frame(
-                orjson.dumps({"type": "start", "id": cid, "sources": SOURCES}), WSMsgType.TEXT
-            )
-            prefix = b'{"type":"token","id":' + qid + b',"seq":'
-            for seq, token in enumerate(tokens):
-                await ws.send_frame(
-                    b'%s%d,"text":%s}' % (prefix, seq, orjson.dumps(token)), WSMsgType.TEXT
-                )
-            await ws.send_frame(
-                orjson.dumps(
-                    {
-                        "type": "end",
-                        "id": cid,
-                        "message_id": next(ids),
-                        "text": text,
-                        "finish_reason": "stop",
-                    }
-                ),
-                WSMsgType.TEXT,
-            )
+            if msg.type == WSMsgType.TEXT:
+                for frame in reply_frames(orjson.loads(msg.data)["id"]):
+                    await ws.send_frame(frame, WSMsgType.TEXT)
         return ws
 
-    def reply_bytes(cid: str) -> bytes:
-        """Every frame of the reply to `cid`, each behind its WebSocket header."""
+    def reply_frames(cid: str) -> list[bytes]:
+        """The reply to `cid`: `ack`, `start`, the tokens, `end`."""
         qid = orjson.dumps(cid)
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         mid = next(ids)
@@ -97,22 +73,9 @@ def make_app(tokens: list[str], writes: str = "frame") -> web.Application:
         ]
         prefix = b'{"type":"token","id":' + qid + b',"seq":'
         frames += [b'%s%d,"text":%s}' % (prefix, seq, t) for seq, t in enumerate(token_texts)]
-        frames.append(
-            orjson.dumps(
-                {
-                    "type": "end",
-                    "id": cid,
-                    "message_id": next(ids),
-                    "text": text,
-                    "finish_reason": "stop",
-                }
-            )
-        )
-        parts = []
-        for frame in frames:
-            parts.append(text_frame_header(len(frame)))
-            parts.append(frame)
-        return b"".join(parts)
+        end = {"type": "end", "id": cid, "message_id": next(ids), "text": text}
+        frames.append(orjson.dumps({**end, "finish_reason": "stop"}))
+        return frames
 
     async def chat_handler(request: web.Request) -> web.Response:
         body = await request.json(loads=orjson.loads)

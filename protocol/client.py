@@ -438,21 +438,25 @@ class ChatClient:
         """Send raw text (for testing the server with malformed frames)."""
         await self._ws.send(data)
 
-    async def send_message(self, text: str, id: str | None = None) -> Ack:
+    async def send_message(
+        self, text: str, id: str | None = None, conversation_id: int | None = None
+    ) -> Ack:
         """Send a message and wait for its ``ack``; its reply is kept for :meth:`reply`.
 
         Args:
             text: 1 to 4000 characters, no NUL.
             id: the message id; a new UUID when None. Sending an id again is
                 safe: the server acks it once and sends the same reply.
+            conversation_id: the conversation it belongs to (``ack.conversation_id``
+                says which); None: the most recently active one.
 
         Raises:
             ProtocolError: the frame is invalid (checked locally, not sent).
-            ServerError: the server refused it (``rate_limited``,
-                ``id_conflict``, ``unavailable`` …): it was not stored.
+            ServerError: the server refused it (``rate_limited``, ``id_conflict``,
+                ``unknown_conversation``, ``unavailable`` …): it was not stored.
             TimeoutError: no ack in time.
         """
-        frame = Message(str(uuid.uuid4()) if id is None else id, text)
+        frame = Message(str(uuid.uuid4()) if id is None else id, text, conversation_id)
         data = encode_bytes(frame)
         decode(data)  # refuse locally what the server would refuse
         ack = self._router.expect_ack(frame.id)
@@ -473,14 +477,17 @@ class ChatClient:
         """
         return ReplyStream(id, self._router.follow(id), frame_timeout)
 
-    async def ask(self, text: str, *, id: str | None = None) -> AsyncIterator[str]:
-        """Send ``text`` and yield the reply's token texts as they stream.
+    async def ask(
+        self, text: str, *, id: str | None = None, conversation_id: int | None = None
+    ) -> AsyncIterator[str]:
+        """Send ``text`` (in ``conversation_id``; None: the most recently active one)
+        and yield the reply's token texts as they stream.
 
         Raises:
             ServerError: the message was refused.
             ReplyError: the reply failed (after all its tokens were yielded).
         """
-        ack = await self.send_message(text, id)
+        ack = await self.send_message(text, id, conversation_id)
         async for frame in self.reply(ack.id):
             if isinstance(frame, Token):
                 yield frame.text

@@ -45,8 +45,10 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     #: ``cancel`` or ``resume`` of an id the server does not know (or deleted).
     UNKNOWN_MESSAGE = "unknown_message"
-    #: A ``message`` reusing an already stored id with another text.
+    #: A ``message`` reusing an already stored id with another text or conversation.
     ID_CONFLICT = "id_conflict"
+    #: A ``message`` naming a conversation that does not exist or is another user's.
+    UNKNOWN_CONVERSATION = "unknown_conversation"
     #: The LLM failed; an ``end`` with ``finish_reason`` ``error`` follows.
     UPSTREAM_ERROR = "upstream_error"
     #: The database is away; a refused ``message`` is not stored.

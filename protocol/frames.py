@@ -11,7 +11,9 @@ Client → server: :class:`Auth`, :class:`Message`, :class:`Cancel`,
 
 Server → client: :class:`Ready`, :class:`Ack`, :class:`Start`, :class:`Token`,
 :class:`End`, :class:`Error`, :class:`Pong`, :class:`Echo` (``"type":
-"message"``, the copy of a message sent from another connection).
+"message"``, the copy of a message sent from another connection),
+:class:`ConversationEvent` (``"type": "conversation"``: a conversation was
+created, renamed or deleted elsewhere).
 
 See README.md in this package for the full protocol.
 """
@@ -37,6 +39,8 @@ __all__ = [
     "Auth",
     "Cancel",
     "ClientFrame",
+    "ConversationChange",
+    "ConversationEvent",
     "Echo",
     "End",
     "Error",
@@ -119,14 +123,19 @@ class Auth:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A user message; ``id`` is the client's own id (a UUID is best)."""
+    """A user message; ``id`` is the client's own id (a UUID is best).
+    ``conversation_id`` None: the user's most recently active conversation."""
 
     id: str
     text: str
+    conversation_id: int | None = None
     type: ClassVar[str] = "message"
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "message", "id": self.id, "text": self.text}
+        obj: dict[str, Any] = {"type": "message", "id": self.id, "text": self.text}
+        if self.conversation_id is not None:
+            obj["conversation_id"] = self.conversation_id
+        return obj
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,36 +191,42 @@ class Ready:
     """Authenticated: always the first frame the server sends."""
 
     user_id: int
-    email: str
+    email: str | None  # None: a guest
     pending: tuple[Pending, ...] = ()
     protocol: int = PROTOCOL_VERSION
+    is_guest: bool = False
     type: ClassVar[str] = "ready"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "type": "ready",
             "protocol": self.protocol,
-            "user": {"id": self.user_id, "email": self.email},
+            "user": {"id": self.user_id, "email": self.email, "is_guest": self.is_guest},
             "pending": [p.to_json() for p in self.pending],
         }
 
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """The user message ``id`` is committed as row ``message_id``."""
+    """The user message ``id`` is committed as row ``message_id``, in conversation
+    ``conversation_id`` (None only from a server that has no conversations)."""
 
     id: str
     message_id: int
     timestamp: str
+    conversation_id: int | None = None
     type: ClassVar[str] = "ack"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        obj: dict[str, Any] = {
             "type": "ack",
             "id": self.id,
             "message_id": self.message_id,
             "timestamp": self.timestamp,
         }
+        if self.conversation_id is not None:
+            obj["conversation_id"] = self.conversation_id
+        return obj
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,20 +334,47 @@ class Echo:
     message_id: int
     text: str
     timestamp: str
+    conversation_id: int | None = None
     type: ClassVar[str] = "message"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        obj: dict[str, Any] = {
             "type": "message",
             "id": self.id,
             "message_id": self.message_id,
             "text": self.text,
             "timestamp": self.timestamp,
         }
+        if self.conversation_id is not None:
+            obj["conversation_id"] = self.conversation_id
+        return obj
+
+
+class ConversationChange(enum.StrEnum):
+    """What happened to a conversation (the ``event`` of a ``conversation`` frame)."""
+
+    CREATED = "created"
+    RENAMED = "renamed"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationEvent:
+    """A conversation of the user was created, renamed or deleted (from any connection,
+    over REST or on any instance): ``{"type":"conversation","event","id","title"}``.
+    ``title`` is the current title (null: none yet, or deleted)."""
+
+    event: ConversationChange | str
+    id: int
+    title: str | None = None
+    type: ClassVar[str] = "conversation"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "conversation", "event": self.event, "id": self.id, "title": self.title}
 
 
 ClientFrame = Auth | Message | Cancel | Resume | Ping
-ServerFrame = Ready | Ack | Start | Token | End | Error | Pong | Echo
+ServerFrame = Ready | Ack | Start | Token | End | Error | Pong | Echo | ConversationEvent
 Frame = ClientFrame | ServerFrame
 
 
@@ -411,7 +453,10 @@ def _decode_message(obj: dict[str, Any], id: str | None) -> Message:
         raise _invalid("field 'text' must not be empty", msg_id)
     if "\x00" in text:
         raise _invalid("field 'text' must not contain NUL characters", msg_id)
-    return Message(msg_id, text)
+    conversation_id = obj.get("conversation_id")  # null counts as absent
+    if conversation_id is not None and type(conversation_id) is not int:
+        raise _invalid("field 'conversation_id' must be an integer", msg_id)
+    return Message(msg_id, text, conversation_id)
 
 
 def _decode_cancel(obj: dict[str, Any], id: str | None) -> Cancel:
@@ -539,11 +584,22 @@ def _s_ready(obj: dict[str, Any]) -> Ready:
     pending = tuple(
         Pending(_s_str(p, "id"), _s_int(p, "message_id")) for p in _s_list(obj, "pending")
     )
-    return Ready(_s_int(user, "id"), _s_str(user, "email"), pending, _s_int(obj, "protocol"))
+    email = None if user.get("email") is None else _s_str(user, "email")
+    is_guest = user.get("is_guest") is True
+    return Ready(_s_int(user, "id"), email, pending, _s_int(obj, "protocol"), is_guest)
+
+
+def _s_opt_int(obj: dict[str, Any], name: str) -> int | None:
+    return None if obj.get(name) is None else _s_int(obj, name)
 
 
 def _s_ack(obj: dict[str, Any]) -> Ack:
-    return Ack(_s_str(obj, "id"), _s_int(obj, "message_id"), _s_str(obj, "timestamp"))
+    return Ack(
+        _s_str(obj, "id"),
+        _s_int(obj, "message_id"),
+        _s_str(obj, "timestamp"),
+        _s_opt_int(obj, "conversation_id"),
+    )
 
 
 def _s_start(obj: dict[str, Any]) -> Start:
@@ -578,8 +634,18 @@ def _s_pong(obj: dict[str, Any]) -> Pong:
 
 def _s_echo(obj: dict[str, Any]) -> Echo:
     return Echo(
-        _s_str(obj, "id"), _s_int(obj, "message_id"), _s_str(obj, "text"), _s_str(obj, "timestamp")
+        _s_str(obj, "id"),
+        _s_int(obj, "message_id"),
+        _s_str(obj, "text"),
+        _s_str(obj, "timestamp"),
+        _s_opt_int(obj, "conversation_id"),
     )
+
+
+def _s_conversation(obj: dict[str, Any]) -> ConversationEvent:
+    title = None if obj.get("title") is None else _s_str(obj, "title")
+    event = _known(ConversationChange, _s_str(obj, "event"))
+    return ConversationEvent(event, _s_int(obj, "id"), title)
 
 
 _SERVER_DECODERS = {
@@ -591,6 +657,7 @@ _SERVER_DECODERS = {
     "error": _s_error,
     "pong": _s_pong,
     "message": _s_echo,
+    "conversation": _s_conversation,
 }
 
 

@@ -11,6 +11,7 @@ server still listens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -21,6 +22,7 @@ from aiohttp import web
 from server import keys
 from server.auth.passwords import PasswordHasher
 from server.auth.tokens import TokenIssuer
+from server.db import conversations
 from server.db import pool as db_pool
 from server.db.migrations import migrate
 from server.db.user_reads import UserReads
@@ -49,7 +51,21 @@ async def database_context(app: web.Application) -> AsyncIterator[None]:
         app[keys.POOL] = pool
         app[keys.USERS] = UserReads(pool)
         app[keys.DSN] = dsn
-        yield
+        # Migration 0008's second half, in batches while chat goes on.
+        app[keys.BACKFILL] = asyncio.create_task(backfill_conversations(pool), name="backfill")
+        try:
+            yield
+        finally:
+            app[keys.BACKFILL].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await app[keys.BACKFILL]
+
+
+async def backfill_conversations(pool) -> None:
+    try:
+        await conversations.backfill(pool)
+    except Exception:
+        log.exception("backfill of conversations failed; the next start-up tries again")
 
 
 async def http_client_context(app: web.Application) -> AsyncIterator[None]:
@@ -85,6 +101,7 @@ def create_app(settings: Settings) -> web.Application:
     from server import docs, health
     from server.answers.setup import answers_context, setup_answers
     from server.auth.views import routes as auth_routes
+    from server.chat.conversation_views import routes as conversation_routes
     from server.chat.revocation import revocation_context
     from server.chat.setup import chat_context, setup_chat
     from server.console import setup_console
@@ -131,6 +148,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(chat_routes)
     app.add_routes(feedback_routes)
     app.add_routes(operator_routes)
+    app.add_routes(conversation_routes)
     setup_answers(app)
     setup_chat(app)
     setup_jobs(app)

@@ -49,6 +49,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Malformed request (bad JSON, bad link)",
         401: "Missing, malformed, tampered or expired token",
         403: "Forbidden",
+        404: "Not found (or not the caller's)",
         409: "Conflict",
         413: "Request body too large",
         415: "Wrong content type",
@@ -122,6 +123,12 @@ SCHEMAS: dict[str, Any] = {
             "nullable": True,
             "description": "the client's id for this message; a resend is idempotent (null: none)",
         },
+        conversation_id={
+            **INT64,
+            "nullable": True,
+            "description": "the conversation (404 if not the caller's); absent or null: the "
+            "caller's most recently active one, made when there is none",
+        },
     ),
     "ChatResponse": _obj(
         ["response", "sources", "message_id", "reply_id"],
@@ -131,6 +138,7 @@ SCHEMAS: dict[str, Any] = {
         reply_id=INT,
         id={"type": "string", "description": "the client id of the message"},
         finish_reason={"type": "string", "enum": ["stop", "cancelled", "error"]},
+        conversation_id={**INT, "description": "the conversation the messages are in"},
     ),
     "HistoryItem": _obj(
         ["id", "message", "is_user_message", "timestamp"],
@@ -148,6 +156,7 @@ SCHEMAS: dict[str, Any] = {
             "nullable": True,
             "description": "replies: the caller's rating, or null",
         },
+        conversation_id={**INT, "nullable": True, "description": "the message's conversation"},
     ),
     "FeedbackRequest": _obj(
         ["rating"],
@@ -161,6 +170,29 @@ SCHEMAS: dict[str, Any] = {
         comment={"type": "string", "nullable": True},
     ),
     "Deleted": _obj(["deleted"], deleted=INT),
+    "Conversation": _obj(
+        ["id", "title", "created_at", "updated_at", "messages"],
+        id=INT,
+        title={
+            "type": "string",
+            "nullable": True,
+            "description": "null until the first message when made without one",
+        },
+        created_at=TS,
+        updated_at={**TS, "description": "its last message's time, else its creation"},
+        messages={"type": "integer", "description": "questions and replies in it"},
+    ),
+    "NewConversation": _obj(
+        None,
+        title={
+            **TEXT,
+            "minLength": 1,
+            "maxLength": 200,
+            "nullable": True,
+            "description": "absent or null: the first message's first 60 characters",
+        },
+    ),
+    "ConversationTitle": _obj(["title"], title={**TEXT, "minLength": 1, "maxLength": 200}),
     "PurgeRun": _obj(
         ["started_at", "finished_at", "status", "deleted", "deleted_other"],
         started_at=TS,
@@ -421,7 +453,7 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                 "chat",
                 {
                     "200": _json(_ref("ChatResponse"), "The answer"),
-                    **_errors(400, 401, 409, 413, 415, 422, 429, 502, 503),
+                    **_errors(400, 401, 404, 409, 413, 415, 422, 429, 502, 503),
                 },
                 security=BEARER,
                 requestBody=_body(_ref("ChatRequest")),
@@ -433,7 +465,7 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                 "chat",
                 {
                     "200": _json({"type": "array", "items": _ref("HistoryItem")}, "History"),
-                    **_errors(401, 422),
+                    **_errors(401, 404, 422),
                 },
                 security=BEARER,
                 parameters=[
@@ -447,6 +479,12 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                         "in": "query",
                         "description": "only messages with a smaller id (exclusive)",
                         "schema": {**INT64, "minimum": 1},
+                    },
+                    {
+                        "name": "conversation_id",
+                        "in": "query",
+                        "description": "only this conversation's messages (404: not the caller's)",
+                        "schema": INT64,
                     },
                 ],
             ),
@@ -486,6 +524,60 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                     "404": _json(_ref("Error"), "Not one of the caller's replies"),
                     **_errors(401),
                 },
+                security=BEARER,
+            ),
+        },
+        "/api/v1/chat/conversations": {
+            "get": _op(
+                "The caller's conversations, most recently active first",
+                "conversations",
+                {
+                    "200": _json({"type": "array", "items": _ref("Conversation")}, "The list"),
+                    **_errors(401, 404, 422),
+                },
+                security=BEARER,
+                parameters=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                    },
+                    {
+                        "name": "before",
+                        "in": "query",
+                        "description": "the conversations after this one in the order "
+                        "(404 if it is not the caller's)",
+                        "schema": {**INT64, "minimum": 1},
+                    },
+                ],
+            ),
+            "post": _op(
+                "Start a conversation",
+                "conversations",
+                {"201": _json(_ref("Conversation"), "Created"), **_errors(400, 401, 415, 422)},
+                security=BEARER,
+                requestBody={
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("NewConversation")}},
+                },
+            ),
+        },
+        "/api/v1/chat/conversations/{id}": {
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": INT64}],
+            "patch": _op(
+                "Rename a conversation (its activity is unchanged)",
+                "conversations",
+                {
+                    "200": _json(_ref("Conversation"), "Renamed"),
+                    **_errors(400, 401, 404, 415, 422),
+                },
+                security=BEARER,
+                requestBody=_body(_ref("ConversationTitle")),
+            ),
+            "delete": _op(
+                "Delete a conversation and its messages",
+                "conversations",
+                {"200": _json(_ref("Deleted"), "Deleted"), **_errors(401, 404)},
                 security=BEARER,
             ),
         },

@@ -88,7 +88,8 @@ async def read_form_or_json(request: web.Request) -> tuple[str, Mapping[str, Any
     return "json", await read_json(request)
 
 
-def query_int(request: web.Request, name: str, default: int | None, lo: int, hi: int | None):
+def query_int(request: web.Request, name: str, default: int | None, lo: int | None, hi: int | None):
+    """An integer query parameter (422 if it is not one) within [lo, hi] (None: no bound)."""
     raw = request.query.get(name)
     if raw is None:
         return default
@@ -96,6 +97,8 @@ def query_int(request: web.Request, name: str, default: int | None, lo: int, hi:
         value = int(raw)
     except ValueError:
         raise unprocessable(f"{name}: must be an integer") from None
+    if lo is None:
+        return value
     if value < lo or (hi is not None and value > hi):
         raise unprocessable(
             f"{name}: must be between {lo} and {hi}" if hi else f"{name}: must be >= {lo}"

@@ -40,6 +40,8 @@ PURGE: web.AppKey[PurgeJob] = web.AppKey("purge")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 #: Users read in batches (every token check): `server.db.user_reads`.
 USERS: web.AppKey[UserReads] = web.AppKey("users")
+#: Migration 0008's backfill of earlier history into conversations, running at start-up.
+BACKFILL: web.AppKey[asyncio.Task[None]] = web.AppKey("backfill")
 DSN: web.AppKey[str] = web.AppKey("dsn")  # the database URL in use (embedded or given)
 #: Set once shutdown begins: /readyz answers 503, new WebSockets and messages are refused.
 SHUTDOWN: web.AppKey[asyncio.Event] = web.AppKey("shutdown")

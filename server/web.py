@@ -8,8 +8,8 @@ from protocol import MAX_ID_CHARS, MAX_TEXT_CHARS, ErrorCode
 from server import keys
 from server.auth.guards import current_user
 from server.chat.replies import Reply, ShuttingDown, StoredAnswer, new_client_id
-from server.chat.store import IdConflict, RateLimited
-from server.db import queries
+from server.chat.store import IdConflict, RateLimited, UnknownConversation
+from server.db import conversations, queries
 from server.http import (
     BIGINT_MAX,
     APIError,
@@ -36,16 +36,23 @@ def _check_text(message: str, client_id: str | None) -> None:
 @routes.post("/api/v1/chat/chat")
 async def chat(request: web.Request) -> web.Response:
     user = await current_user(request)
-    data = check_fields(await read_json(request), {"message": str}, {"id": str})
+    data = check_fields(
+        await read_json(request), {"message": str}, {"id": str, "conversation_id": int}
+    )
     message, client_id = data["message"], data.get("id")
     _check_text(message, client_id)
+    conversation_id = data.get("conversation_id")
     client_id = client_id or new_client_id()
     try:
-        stored, reply = await request.app[keys.REPLIES].answer(user["id"], client_id, message)
+        stored, reply = await request.app[keys.REPLIES].answer(
+            user["id"], client_id, message, conversation_id
+        )
     except ShuttingDown:
         raise APIError(503, "the server is shutting down", {"Retry-After": "5"}) from None
     except IdConflict:
-        raise APIError(409, "this id is stored with another message") from None
+        raise APIError(409, "this id is stored with another message or conversation") from None
+    except UnknownConversation:
+        raise APIError(404, "no conversation with this id") from None
     except RateLimited as exc:
         raise APIError(
             429, "too many messages; slow down", {"Retry-After": str(int(exc.retry_after + 0.999))}
@@ -68,6 +75,7 @@ async def chat(request: web.Request) -> web.Response:
             "finish_reason": answer.finish_reason,
             "id": client_id,
             "message_id": stored.message_id,
+            "conversation_id": stored.conversation_id,
         }
     )
 
@@ -77,7 +85,13 @@ async def history(request: web.Request) -> web.Response:
     user = await current_user(request)
     limit = query_int(request, "limit", HISTORY_DEFAULT, 1, HISTORY_MAX)
     before = query_int(request, "before", None, 1, BIGINT_MAX)
-    rows = await queries.history(request.app[keys.POOL], user["id"], limit, before)
+    conversation_id = query_int(request, "conversation_id", None, None, None)
+    pool = request.app[keys.POOL]
+    if conversation_id is not None and not await conversations.owned(
+        pool, user["id"], conversation_id
+    ):
+        raise APIError(404, "no conversation with this id")
+    rows = await queries.history(pool, user["id"], limit, before, conversation_id)
     return json_response([queries.history_item(r) for r in rows])
 
 

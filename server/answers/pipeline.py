@@ -166,13 +166,24 @@ class AnswerPipeline:
             for hit in hits[:MAX_SOURCES]
         ]
 
-    def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]:
+    @property
+    def history_turns(self) -> int:
+        """How many earlier turns of the conversation the LLM takes (0: none, the mock)."""
+        return getattr(self.llm, "history_turns", 0)
+
+    def stream(
+        self, question: str, hits: Sequence[Hit], earlier: Sequence[tuple[bool, str]] = ()
+    ) -> AsyncIterator[str]:
         """The LLM's answer in pieces. Close it (``contextlib.aclosing``) when stopping
-        early, so a provider's HTTP response is released at once.
+        early, so a provider's HTTP response is released at once. ``earlier``: the
+        conversation's turns before the question, ``(is_user_message, text)`` oldest
+        first, for an LLM with ``history_turns``.
 
         Raises (while iterating):
             LLMError: the provider failed.
         """
+        if earlier:
+            return self.llm.stream(question, hits, earlier=earlier)  # type: ignore[call-arg]
         return self.llm.stream(question, hits)
 
 

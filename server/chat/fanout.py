@@ -38,6 +38,7 @@ from server.db import queries
 from server.fanout.backend import Backend, Missed, Received
 from server.fanout.events import (
     Cancel,
+    ConversationChanged,
     Ended,
     Event,
     Hello,
@@ -194,6 +195,11 @@ class FanOut:
             self._sync()
             return
         replies = self.replies
+        if isinstance(event, ConversationChanged):
+            replies.show_conversation_change(
+                event.user_id, event.event, event.conversation_id, event.title
+            )
+            return
         user_id, client_id = event.user_id, event.client_id
         key = (user_id, client_id)
         if isinstance(event, Cancel):
@@ -209,7 +215,9 @@ class FanOut:
                 text = event.text
                 if text is None:
                     text = await queries.message_text(replies.store.pool, event.message_id)
-                replies.show_mirrored_message(mirror, text or "", event.timestamp)
+                replies.show_mirrored_message(
+                    mirror, text or "", event.timestamp, event.conversation_id
+                )
             return
         if not replies.advance_mirror(event):
             return  # began before this instance listened; resume reads the stored reply

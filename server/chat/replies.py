@@ -35,14 +35,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from protocol import (
+    ConversationChange,
+    ConversationEvent,
+    End,
+    Error,
+    ErrorCode,
+    FinishReason,
+    Pending,
+    encode_bytes,
+    format_timestamp,
+)
 from protocol import Echo as EchoFrame
-from protocol import End, Error, ErrorCode, FinishReason, Pending, encode_bytes, format_timestamp
 from protocol.wire import ReplyFrames
 from server.answers.llm.base import LLMError
 from server.chat.reply_state import INTERRUPTIBLE, ReplyState, Step, next_state
 from server.chat.store import ChatStore, StoredMessage
-from server.db import queries
-from server.fanout.events import Ended, Failed, MessageStored, Started, Tokens
+from server.db import conversations, queries
+from server.fanout.events import ConversationChanged, Ended, Failed, MessageStored, Started, Tokens
 
 if TYPE_CHECKING:
     from server.answers.pipeline import AnswerPipeline
@@ -96,6 +106,7 @@ class Reply:
     message_id: int
     question: str
     local: bool  # generated here (else a mirror of another instance's)
+    conversation_id: int | None = None
     followers: set[FrameSink] = field(default_factory=set)
     state: ReplyState = ReplyState.WAITING
     sources: list[dict[str, Any]] | None = None
@@ -245,36 +256,47 @@ class ReplyManager:
     # -- a new message ---------------------------------------------------------------------
 
     async def accept(
-        self, user_id: int, client_id: str, text: str, sender: Connection | None
+        self,
+        user_id: int,
+        client_id: str,
+        text: str,
+        sender: Connection | None,
+        conversation_id: int | None = None,
     ) -> tuple[StoredMessage, Reply | None]:
-        """Store a message; a new one is shown to the user's other tabs (everywhere) and
-        its reply starts. Returns the stored row and the new reply (None for a resend).
+        """Store a message (in `conversation_id`; None: the user's most recently active
+        one); a new one is shown to the user's other tabs (everywhere) and its reply
+        starts. Returns the stored row and the new reply (None for a resend).
 
         Raises:
             ShuttingDown: the server is shutting down; nothing is stored.
-            IdConflict, RateLimited: from the store; nothing is stored.
+            IdConflict, RateLimited, UnknownConversation: from the store; nothing is stored.
             Exception: the database failed; nothing is stored.
         """
         if self.closing:
             raise ShuttingDown()
         if sender is not None:
             sender.remember_sent(client_id)
-        stored = await self.store.add_message(user_id, client_id, text)
+        stored = await self.store.add_message(user_id, client_id, text, conversation_id)
         if not stored.created:
             return stored, None
         self.metrics.messages.inc()
+        conversation_id = stored.conversation_id
         followers = self._show_message(
-            user_id, client_id, stored.message_id, text, stored.timestamp, sender
+            user_id, client_id, stored.message_id, text, stored.timestamp, sender, conversation_id
         )
         if self.outbox.peers:
             timestamp = format_timestamp(stored.timestamp)
             self.outbox.publish(
-                MessageStored(user_id, client_id, stored.message_id, timestamp, text)
+                MessageStored(
+                    user_id, client_id, stored.message_id, timestamp, text, conversation_id
+                )
             )
         if sender is not None:
             followers.add(sender)
         after = sender.last_reply if sender else None
-        reply = self.start(user_id, client_id, stored.message_id, text, followers, after=after)
+        reply = self.start(
+            user_id, client_id, stored.message_id, text, followers, after, conversation_id
+        )
         return stored, reply
 
     def _show_message(
@@ -285,6 +307,7 @@ class ReplyManager:
         text: str,
         timestamp: datetime | str,
         sender: Connection | None,
+        conversation_id: int | None,
     ) -> set[FrameSink]:
         """The `message` frame to the user's other connections here; they follow its reply.
 
@@ -299,23 +322,25 @@ class ReplyManager:
         if others:
             if isinstance(timestamp, datetime):
                 timestamp = format_timestamp(timestamp)
-            echo = encode_bytes(EchoFrame(client_id, message_id, text, timestamp))
+            echo = encode_bytes(EchoFrame(client_id, message_id, text, timestamp, conversation_id))
             for other in others:
                 other.push(echo)
         return others
 
     async def answer(
-        self, user_id: int, client_id: str, text: str
+        self, user_id: int, client_id: str, text: str, conversation_id: int | None = None
     ) -> tuple[StoredMessage, Reply | StoredAnswer]:
         """The REST question: store it (or find it stored), then the reply once it ended."""
-        stored, reply = await self.accept(user_id, client_id, text, None)
+        stored, reply = await self.accept(user_id, client_id, text, None, conversation_id)
         reply = reply or self.get(user_id, client_id)
         if reply is None:
             answer = await self.stored_answer(user_id, client_id)
             if answer is not None:
                 return stored, answer
             # Stored, but nobody generates its reply (its instance was lost): generate it.
-            reply = self.start(user_id, client_id, stored.message_id, text, ())
+            reply = self.start(
+                user_id, client_id, stored.message_id, text, (), None, stored.conversation_id
+            )
         await reply.done.wait()
         return stored, reply
 
@@ -329,12 +354,14 @@ class ReplyManager:
         question: str,
         followers: Iterable[FrameSink],
         after: Reply | None = None,
+        conversation_id: int | None = None,
     ) -> Reply:
         """Generate the reply to a stored message in a task of its own."""
         existing = self.active.get((user_id, client_id))
         if existing is not None:
             return existing
         reply = Reply(user_id, client_id, message_id, question, local=True)
+        reply.conversation_id = conversation_id
         reply.followers.update(followers)
         self.active[reply.key] = reply
         reply.task = asyncio.create_task(self._run(reply, after), name=f"reply {message_id}")
@@ -376,8 +403,9 @@ class ReplyManager:
                 self._fail(reply, ErrorCode.UNAVAILABLE, "the server is shutting down")
             await self._store_and_end(reply, early)
             return
+        earlier = await self._earlier_turns(reply)
         self._begin(reply, self.pipeline.sources(hits))
-        stream = self.pipeline.stream(reply.question, hits)
+        stream = self.pipeline.stream(reply.question, hits, earlier)
         outbox = self.outbox
         try:
             async for piece in stream:
@@ -407,6 +435,22 @@ class ReplyManager:
                 reply.store()
             await stream.aclose()
         await self._store_and_end(reply, reason)
+
+    async def _earlier_turns(self, reply: Reply) -> list[tuple[bool, str]]:
+        """The conversation's turns before the question, (is_user_message, text) oldest
+        first, for an LLM that takes them (the mock does not: no query then). The LLM
+        bounds them further; a failed read answers without them."""
+        limit = self.pipeline.history_turns
+        if not limit or reply.conversation_id is None:
+            return []
+        try:
+            rows = await conversations.earlier_turns(
+                self.store.pool, reply.conversation_id, reply.message_id, limit
+            )
+        except Exception as exc:
+            log.warning("reply %s: earlier turns not read: %s", reply.message_id, exc)
+            return []
+        return [(r["is_user_message"], r["message"]) for r in rows]
 
     def _fail(self, reply: Reply, code: ErrorCode, message: str) -> None:
         reply.fail(code, message)
@@ -541,7 +585,7 @@ class ReplyManager:
             if row is None:
                 return False
             reply = self.get(user_id, client_id) or self.start(
-                user_id, client_id, row["id"], row["message"], ()
+                user_id, client_id, row["id"], row["message"], (), None, row["conversation_id"]
             )
             reply.follow(listener, after_seq)
         return found is not Found.UNKNOWN
@@ -600,12 +644,15 @@ class ReplyManager:
             self.active[reply.key] = reply
         return None if reply.local else reply
 
-    def show_mirrored_message(self, mirror: Reply, text: str, timestamp: str) -> None:
+    def show_mirrored_message(
+        self, mirror: Reply, text: str, timestamp: str, conversation_id: int | None
+    ) -> None:
         """Another instance stored `mirror`'s message: the user's tabs here see it and
         follow its reply."""
         mirror.question = text
+        mirror.conversation_id = conversation_id
         mirror.followers |= self._show_message(
-            mirror.user_id, mirror.id, mirror.message_id, text, timestamp, None
+            mirror.user_id, mirror.id, mirror.message_id, text, timestamp, None, conversation_id
         )
 
     def advance_mirror(self, event: Started | Tokens | Failed | Ended) -> bool:
@@ -629,6 +676,27 @@ class ReplyManager:
             mirror.finish(event.reply_id, event.finish_reason)
             self.forget(mirror.key)
         return True
+
+    # -- conversations -----------------------------------------------------------------------
+
+    def conversation_changed(
+        self, user_id: int, change: ConversationChange, conversation_id: int, title: str | None
+    ) -> None:
+        """A conversation was created, renamed or deleted here: the user's connections on
+        every instance get the `conversation` frame."""
+        self.show_conversation_change(user_id, change, conversation_id, title)
+        if self.outbox.peers:
+            self.outbox.publish(ConversationChanged(user_id, change, conversation_id, title))
+
+    def show_conversation_change(
+        self, user_id: int, change: ConversationChange, conversation_id: int, title: str | None
+    ) -> None:
+        """The `conversation` frame to the user's connections on this instance."""
+        conns = self.connections.of(user_id)
+        if conns:
+            frame = encode_bytes(ConversationEvent(change, conversation_id, title))
+            for conn in conns:
+                conn.push(frame)
 
     def forget(self, key: tuple[int, str]) -> None:
         """A mirror that ended, or whose instance no longer speaks of it."""

@@ -39,7 +39,7 @@ from server.auth.tokens import Claims, TokenError
 from server.chat.connection import Connection
 from server.chat.replies import ShuttingDown
 from server.chat.revocation import end_session, still_valid
-from server.chat.store import IdConflict, RateLimited
+from server.chat.store import IdConflict, RateLimited, UnknownConversation
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +164,17 @@ class Session:
             )
             return
         try:
-            stored, reply = await self.replies.accept(self.user_id, frame.id, frame.text, conn)
+            stored, reply = await self.replies.accept(
+                self.user_id, frame.id, frame.text, conn, frame.conversation_id
+            )
         except ShuttingDown:
             self._error(frame.id, ErrorCode.UNAVAILABLE, "the server is shutting down")
             return
         except IdConflict:
-            self._error(frame.id, ErrorCode.ID_CONFLICT, "this id is stored with another text")
+            self._error(frame.id, ErrorCode.ID_CONFLICT, "this id is stored with other content")
+            return
+        except UnknownConversation:
+            self._error(frame.id, ErrorCode.UNKNOWN_CONVERSATION, "no conversation with this id")
             return
         except RateLimited as exc:
             self._error(
@@ -186,7 +191,14 @@ class Session:
         # in the next turn the reply pushes its start and tokens (behind the ack) before
         # the writer runs: the ack leaves with them, in one write instead of two.
         conn.push(
-            encode_bytes(Ack(frame.id, stored.message_id, format_timestamp(stored.timestamp)))
+            encode_bytes(
+                Ack(
+                    frame.id,
+                    stored.message_id,
+                    format_timestamp(stored.timestamp),
+                    stored.conversation_id,
+                )
+            )
         )
         if reply is not None:
             conn.track(reply)

@@ -21,6 +21,7 @@ import orjson
 
 from server.db import group_commit
 from server.db.batching import BatchLoop
+from server.http import BIGINT_MAX
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,11 @@ RATE_WINDOW_S = 60
 
 
 class IdConflict(Exception):
-    """The client's id is stored with another text."""
+    """The client's id is stored with another text, or in another conversation."""
+
+
+class UnknownConversation(Exception):
+    """The message names a conversation that does not exist or is not the sender's."""
 
 
 class RateLimited(Exception):
@@ -43,6 +48,7 @@ class StoredMessage:
     message_id: int
     timestamp: datetime
     created: bool  # False: a resend of a stored message
+    conversation_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,7 @@ class _NewMessage:
     user_id: int
     client_id: str
     text: str
+    conversation_id: int | None  # None: the user's most recently active one
     future: asyncio.Future[StoredMessage]
 
 
@@ -70,11 +77,14 @@ class _NewReply:
     future: asyncio.Future[StoredReply]
 
 
-def _resend(stored: StoredMessage, stored_text: str, text: str) -> StoredMessage | IdConflict:
-    """A second message with a stored client id: the same message again, or a conflict."""
-    if stored_text != text:
+def _resend(
+    stored: StoredMessage, stored_text: str, text: str, conversation_id: int | None
+) -> StoredMessage | IdConflict:
+    """A second message with a stored client id: the same message again, or a conflict
+    (another text, or another conversation named; naming none is no conflict)."""
+    if stored_text != text or conversation_id not in (None, stored.conversation_id):
         return IdConflict()
-    return StoredMessage(stored.message_id, stored.timestamp, False)
+    return StoredMessage(stored.message_id, stored.timestamp, False, stored.conversation_id)
 
 
 class ChatStore:
@@ -89,10 +99,16 @@ class ChatStore:
 
     # -- public API ---------------------------------------------------------------------
 
-    async def add_message(self, user_id: int, client_id: str, text: str) -> StoredMessage:
-        """Store a user message once per (user, client id); raise IdConflict, RateLimited."""
+    async def add_message(
+        self, user_id: int, client_id: str, text: str, conversation_id: int | None = None
+    ) -> StoredMessage:
+        """Store a user message once per (user, client id), in `conversation_id` (None: the
+        user's most recently active conversation, made when there is none); raise
+        IdConflict, RateLimited, UnknownConversation."""
+        if conversation_id is not None and not 1 <= conversation_id <= BIGINT_MAX:
+            raise UnknownConversation()  # no conversation has such an id
         future = asyncio.get_running_loop().create_future()
-        self._messages.append(_NewMessage(user_id, client_id, text, future))
+        self._messages.append(_NewMessage(user_id, client_id, text, conversation_id, future))
         self._batches.kick()
         return await future
 
@@ -155,6 +171,7 @@ class ChatStore:
             [orjson.dumps(i.sources).decode() for i in replies],
             # An array literal per row, cast in SQL ('{3,1,4}'::integer[]).
             ["{" + ",".join(map(str, i.token_lengths)) + "}" for i in replies],
+            [i.conversation_id for i in fresh],
         )
         outcome: dict[tuple[int, str], Any] = {}
         if self.rate_per_minute and fresh:
@@ -170,7 +187,9 @@ class ChatStore:
                 stored_replies[r["reply_to"]] = StoredReply(r["id"], r["timestamp"])
             else:
                 key = (r["user_id"], r["client_id"])
-                outcome.setdefault(key, StoredMessage(r["id"], r["timestamp"], True))
+                outcome.setdefault(
+                    key, StoredMessage(r["id"], r["timestamp"], True, r["conversation_id"])
+                )
         # Resends, and rows another instance stored first: read back what is stored.
         await self._find_stored(conn, [i for k, i in firsts.items() if k not in outcome], outcome)
         missing = [i.reply_to for i in replies if i.reply_to not in stored_replies]
@@ -184,7 +203,7 @@ class ChatStore:
             result = outcome.get(key) or RuntimeError("the message was not stored")
             first = firsts[key]
             if item is not first and isinstance(result, StoredMessage):
-                result = _resend(result, first.text, item.text)
+                result = _resend(result, first.text, item.text, item.conversation_id)
             _settle(item.future, result)
         for reply in replies:
             _settle(reply.future, stored_replies.get(reply.reply_to, StoredReply(None, None)))
@@ -198,14 +217,20 @@ class ChatStore:
         """Record the outcome of every item whose (user, client id) is already stored."""
         if not items:
             return
-        texts = {(i.user_id, i.client_id): i.text for i in items}
+        asked = {(i.user_id, i.client_id): i for i in items}
         rows = await group_commit.existing_messages(
-            conn, [k[0] for k in texts], [k[1] for k in texts]
+            conn, [k[0] for k in asked], [k[1] for k in asked]
         )
         for r in rows:
             key = (r["user_id"], r["client_id"])
-            stored = StoredMessage(r["id"], r["timestamp"], True)
-            outcome[key] = _resend(stored, r["message"], texts[key])
+            stored = StoredMessage(r["id"], r["timestamp"], True, r["conversation_id"])
+            outcome[key] = _resend(
+                stored, r["message"], asked[key].text, asked[key].conversation_id
+            )
+        # Neither inserted nor stored before: the conversation named is not the sender's.
+        for key, item in asked.items():
+            if key not in outcome and item.conversation_id is not None:
+                outcome[key] = UnknownConversation()
 
     async def _over_rate(
         self,

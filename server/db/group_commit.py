@@ -10,28 +10,33 @@ import asyncpg
 # transaction it commits on its own, so an idle or a busy server pays one round trip per
 # batch. A message whose (user, client id) is stored already is skipped (a resend, or a
 # race with another instance) and looked up afterwards; a reply whose message is gone, or
-# that is stored already, likewise.
+# that is stored already, likewise. A message naming a conversation that is not its
+# sender's is not inserted; one naming none goes to the sender's most recently active
+# conversation (the trigger of migration 0008, which also moves the conversations'
+# activity once per statement). A reply goes into its question's conversation.
 INSERT_BATCH = """
 WITH m AS (
-    INSERT INTO chat_history (user_id, message, is_user_message, client_id)
-    SELECT u, m, true, c FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(u, m, c)
+    INSERT INTO chat_history (user_id, message, is_user_message, client_id, conversation_id)
+    SELECT t.u, t.m, true, t.c, t.v
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $10::bigint[]) AS t(u, m, c, v)
+    WHERE t.v IS NULL OR EXISTS (SELECT 1 FROM conversations k WHERE k.id = t.v AND k.user_id = t.u)
     ON CONFLICT (user_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
-    RETURNING id, user_id, client_id, NULL::bigint AS reply_to, "timestamp"
+    RETURNING id, user_id, client_id, NULL::bigint AS reply_to, "timestamp", conversation_id
 ), r AS (
-    INSERT INTO chat_history
-        (user_id, message, is_user_message, reply_to, finish_reason, sources, token_lengths)
-    SELECT t.u, t.m, false, t.r, t.f, t.s::jsonb, t.l::integer[]
+    INSERT INTO chat_history (user_id, message, is_user_message, reply_to, finish_reason,
+                              sources, token_lengths, conversation_id)
+    SELECT t.u, t.m, false, t.r, t.f, t.s::jsonb, t.l::integer[], q.conversation_id
     FROM unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[])
          AS t(u, m, r, f, s, l)
     JOIN chat_history q ON q.id = t.r
     ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING
-    RETURNING id, user_id, NULL::text AS client_id, reply_to, "timestamp"
+    RETURNING id, user_id, NULL::text AS client_id, reply_to, "timestamp", conversation_id
 )
 SELECT * FROM m UNION ALL SELECT * FROM r
 """
 
 EXISTING_MESSAGES = """
-SELECT id, user_id, client_id, message, "timestamp" FROM chat_history
+SELECT id, user_id, client_id, message, "timestamp", conversation_id FROM chat_history
 WHERE (user_id, client_id) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))
 """
 
@@ -49,7 +54,7 @@ GROUP BY user_id
 async def insert_batch(
     conn: asyncpg.Connection, *columns: Sequence[object]
 ) -> list[asyncpg.Record]:
-    """Insert a batch (`INSERT_BATCH`'s nine column arrays); the rows inserted."""
+    """Insert a batch (`INSERT_BATCH`'s ten column arrays); the rows inserted."""
     return await conn.fetch(INSERT_BATCH, *columns)
 
 

@@ -17,7 +17,7 @@ USER_COLUMNS = "id, email, email_key, is_active, is_verified, created_at, token_
 
 HISTORY_COLUMNS = (
     'h.id, h.message, h.is_user_message, h."timestamp", h.client_id, h.reply_to,'
-    " h.finish_reason, h.sources, f.rating AS feedback"
+    " h.finish_reason, h.sources, f.rating AS feedback, h.conversation_id"
 )
 
 
@@ -146,26 +146,31 @@ async def clear_hits(db: Executor, key: str) -> None:
 
 
 async def history(
-    db: Executor, user_id: int, limit: int, before: int | None
+    db: Executor, user_id: int, limit: int, before: int | None, conversation_id: int | None = None
 ) -> list[asyncpg.Record]:
-    """The newest `limit` rows (older than `before`), oldest first."""
+    """The newest `limit` rows (older than `before`; of one conversation, when given),
+    oldest first."""
     rows = await db.fetch(
         f"SELECT {HISTORY_COLUMNS} FROM chat_history h"
         " LEFT JOIN feedback f ON f.reply_id = h.id"
         " WHERE h.user_id = $1 AND ($3::bigint IS NULL OR h.id < $3)"
+        " AND ($4::bigint IS NULL OR h.conversation_id = $4)"
         " ORDER BY h.id DESC LIMIT $2",
         user_id,
         limit,
         before,
+        conversation_id,
     )
     rows.reverse()
     return rows
 
 
 async def delete_history(db: Executor, user_id: int) -> int:
-    """Delete a user's whole history, its feedback with it; how many messages went."""
+    """Delete a user's whole history, its feedback and conversations with it; how many
+    messages went."""
     return await db.fetchval(
         "WITH gone_feedback AS (DELETE FROM feedback WHERE user_id = $1),"
+        " gone_conversations AS (DELETE FROM conversations WHERE user_id = $1),"
         " gone AS (DELETE FROM chat_history WHERE user_id = $1 RETURNING 1)"
         " SELECT count(*) FROM gone",
         user_id,
@@ -217,6 +222,7 @@ def history_item(row: asyncpg.Record) -> dict[str, Any]:
         "message": row["message"],
         "is_user_message": row["is_user_message"],
         "timestamp": row["timestamp"],
+        "conversation_id": row["conversation_id"],
     }
     if row["is_user_message"]:
         item["client_id"] = row["client_id"]
@@ -270,7 +276,8 @@ async def message_known(db: Executor, user_id: int, client_id: str) -> bool:
 
 async def message_by_client_id(db: Executor, user_id: int, client_id: str) -> asyncpg.Record | None:
     return await db.fetchrow(
-        'SELECT id, message, "timestamp" FROM chat_history WHERE user_id = $1 AND client_id = $2',
+        'SELECT id, message, "timestamp", conversation_id FROM chat_history'
+        " WHERE user_id = $1 AND client_id = $2",
         user_id,
         client_id,
     )

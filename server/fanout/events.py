@@ -16,15 +16,16 @@ payloads.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any, ClassVar
 
 import orjson
 
-from protocol import ErrorCode, FinishReason
+from protocol import ConversationChange, ErrorCode, FinishReason
 
 __all__ = [
     "Cancel",
+    "ConversationChanged",
     "Ended",
     "Event",
     "EventError",
@@ -61,6 +62,7 @@ class MessageStored:
     message_id: int
     timestamp: str
     text: str | None
+    conversation_id: int | None = None  # absent from instances older than conversations
     kind: ClassVar[str] = "message_stored"
 
 
@@ -127,10 +129,35 @@ class Cancel:
     kind: ClassVar[str] = "cancel"
 
 
-Event = Hello | MessageStored | Sync | Started | Tokens | Failed | Ended | Cancel
+@dataclass(frozen=True, slots=True)
+class ConversationChanged:
+    """A user's conversation was created, renamed or deleted: the user's connections on
+    every instance get the `conversation` frame."""
+
+    user_id: int
+    event: ConversationChange
+    conversation_id: int
+    title: str | None
+    kind: ClassVar[str] = "conversation"
+
+
+Event = (
+    Hello | MessageStored | Sync | Started | Tokens | Failed | Ended | Cancel | ConversationChanged
+)
 
 _KINDS: dict[str, type[Any]] = {
-    cls.kind: cls for cls in (Hello, MessageStored, Sync, Started, Tokens, Failed, Ended, Cancel)
+    cls.kind: cls
+    for cls in (
+        Hello,
+        MessageStored,
+        Sync,
+        Started,
+        Tokens,
+        Failed,
+        Ended,
+        Cancel,
+        ConversationChanged,
+    )
 }
 # Fields kept as a tuple in the event and sent as a JSON array.
 _TUPLES = frozenset({"sources", "tokens"})
@@ -157,7 +184,11 @@ def decode(payload: str) -> tuple[str, Event]:
     try:
         body = orjson.loads(text)
         cls = _KINDS[body.pop("kind")]
-        values = {f.name: body[f.name] for f in fields(cls)}
+        # A field with a default may be absent (an instance of an earlier version).
+        values = {
+            f.name: body[f.name] if f.default is MISSING else body.get(f.name, f.default)
+            for f in fields(cls)
+        }
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise EventError(f"malformed event: {exc!r}") from None
     for name in _TUPLES & values.keys():
@@ -169,6 +200,8 @@ def decode(payload: str) -> tuple[str, Event]:
             values["code"] = ErrorCode(values["code"])
         if "finish_reason" in values:
             values["finish_reason"] = FinishReason(values["finish_reason"])
+        if "event" in values:
+            values["event"] = ConversationChange(values["event"])
     except ValueError as exc:
         raise EventError(str(exc)) from None
     return origin, cls(**values)

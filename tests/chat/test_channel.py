@@ -72,7 +72,7 @@ async def test_ready_is_first_and_names_the_user(client, user):
     assert ready == {
         "type": "ready",
         "protocol": 1,
-        "user": {"id": user["id"], "email": user["email"]},
+        "user": {"id": user["id"], "email": user["email"], "is_guest": False},
         "pending": [],
     }
 

@@ -58,6 +58,50 @@ async def test_two_processes_share_the_conversation(tmp_path, database_url, fano
         assert replay[-1] == frames_a[-1]
 
 
+async def test_conversations_reach_the_tabs_on_another_instance(tmp_path, database_url, fanout_url):
+    env = {"FANOUT_URL": fanout_url or ""}
+    async with (
+        server_process(tmp_path, database_url, TEST_SECRET, **env) as a,
+        server_process(tmp_path, database_url, TEST_SECRET, **env) as b,
+        aiohttp.ClientSession() as session,
+    ):
+        token = await _signup(session, a.url)
+        headers = {"Authorization": f"Bearer {token}"}
+        tab_b = await _ws(session, b, token)
+        await asyncio.sleep(1.5)  # both instances see each other (peers are polled each second)
+        async with session.post(
+            a.url + "/api/v1/chat/conversations", json={"title": "on a"}, headers=headers
+        ) as resp:
+            made = await resp.json()
+        assert await recv(tab_b) == {
+            "type": "conversation",
+            "event": "created",
+            "id": made["id"],
+            "title": "on a",
+        }
+        tab_a = await _ws(session, a, token)
+        await tab_a.send_str(
+            orjson.dumps(
+                {"type": "message", "id": "c1", "text": "hello", "conversation_id": made["id"]}
+            ).decode()
+        )
+        echo = (await recv_until(tab_b, "message", "c1"))[-1]
+        assert echo["conversation_id"] == made["id"]
+        await recv_until(tab_b, "end", "c1")
+        async with session.patch(
+            a.url + f"/api/v1/chat/conversations/{made['id']}",
+            json={"title": "renamed on a"},
+            headers=headers,
+        ) as resp:
+            assert resp.status == 200
+        assert await recv(tab_b) == {
+            "type": "conversation",
+            "event": "renamed",
+            "id": made["id"],
+            "title": "renamed on a",
+        }
+
+
 async def test_resume_and_cancel_on_another_instance_mid_reply(tmp_path, database_url, fanout_url):
     env = {"LLM_TOKEN_DELAY_MS": "40", "FANOUT_URL": fanout_url or ""}
     async with (

@@ -5,9 +5,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import ErrorCode, FinishReason
+from protocol import ConversationChange, ErrorCode, FinishReason
 from server.fanout.events import (
     Cancel,
+    ConversationChanged,
     Ended,
     EventError,
     Failed,
@@ -36,6 +37,9 @@ EVENTS = [
     Ended(7, "m1", 12, FinishReason.STOP),
     Ended(7, "m1", None, FinishReason.ERROR),
     Cancel(7, "m1"),
+    MessageStored(7, "m1", 11, TS, "in a conversation", 42),
+    ConversationChanged(7, ConversationChange.CREATED, 42, "Billing " + THUMB),
+    ConversationChanged(7, ConversationChange.DELETED, 42, None),
 ]
 
 
@@ -126,3 +130,16 @@ def test_a_long_run_of_tokens_is_cut_in_pieces_that_keep_their_seq():
 def test_an_event_that_cannot_fit_gives_no_payload():
     assert fit("a1", Tokens(7, "m1", 0, ("x" * 8000,)), 7900) == []
     assert fit("a1", Failed(7, "m1", ErrorCode.INTERNAL, "x" * 8000), 7900) == []
+
+
+def test_a_message_stored_by_an_earlier_version_has_no_conversation():
+    payload = 'abc|{"kind":"message_stored","user_id":7,"client_id":"m1","message_id":11,'
+    payload += f'"timestamp":"{TS}","text":"hi"}}'
+    assert decode(payload) == ("abc", MessageStored(7, "m1", 11, TS, "hi", None))
+
+
+def test_an_unknown_conversation_change_is_refused():
+    payload = 'abc|{"kind":"conversation","user_id":7,"event":"archived","conversation_id":1,'
+    payload += '"title":null}'
+    with pytest.raises(EventError):
+        decode(payload)

@@ -14,6 +14,8 @@ from protocol import (
     Auth,
     Cancel,
     CloseCode,
+    ConversationChange,
+    ConversationEvent,
     Echo,
     End,
     Error,
@@ -51,12 +53,19 @@ CLIENT_FRAMES = [
     Resume("m1", -1),
     Resume("m1", 41),
     Ping(),
+    Message("m1", "in a conversation", 42),
 ]
 
 SERVER_FRAMES = [
     Ready(7, "a@b.c"),
     Ready(7, "a@b.c", (Pending("m1", 11), Pending("m2", 12))),
+    Ready(8, None, is_guest=True),
     Ack("m1", 11, TS),
+    Ack("m1", 11, TS, 42),
+    Echo("m1", 11, "in a conversation", TS, 42),
+    ConversationEvent(ConversationChange.CREATED, 42, "Billing"),
+    ConversationEvent(ConversationChange.RENAMED, 42, "Refunds " + THUMB),
+    ConversationEvent(ConversationChange.DELETED, 42, None),
     Start("m1"),
     Start("m1", (Source("3", "Billing", 0.91), Source("4#2", "Refunds", 0.5))),
     Token("m1", 0, "Hel"),
@@ -111,10 +120,45 @@ def test_ready_shape():
     assert obj(Ready(7, "a@b.c", (Pending("m1", 11),))) == {
         "type": "ready",
         "protocol": PROTOCOL_VERSION,
-        "user": {"id": 7, "email": "a@b.c"},
+        "user": {"id": 7, "email": "a@b.c", "is_guest": False},
         "pending": [{"id": "m1", "message_id": 11}],
     }
     assert obj(Ready(7, "a@b.c"))["pending"] == []
+    assert obj(Ready(8, None, is_guest=True))["user"] == {"id": 8, "email": None, "is_guest": True}
+
+
+def test_conversation_fields():
+    assert obj(Ack("m1", 11, TS, 42))["conversation_id"] == 42
+    assert obj(Echo("m1", 11, "hi", TS, 42))["conversation_id"] == 42
+    assert obj(Message("m1", "hi", 42)) == {
+        "type": "message",
+        "id": "m1",
+        "text": "hi",
+        "conversation_id": 42,
+    }
+    assert obj(ConversationEvent(ConversationChange.RENAMED, 42, "New")) == {
+        "type": "conversation",
+        "event": "renamed",
+        "id": 42,
+        "title": "New",
+    }
+
+
+def test_message_conversation_id_is_optional_and_an_integer():
+    assert decode(message(conversation_id=42)) == Message("m1", "hi", 42)
+    assert decode(message(conversation_id=None)) == Message("m1", "hi")  # null: absent
+    # Any integer is a well-formed frame; one no conversation has is the server's
+    # `unknown_conversation`, not a malformed frame.
+    assert decode(message(conversation_id=-1)) == Message("m1", "hi", -1)
+    for bad in ("42", 4.2, True, [42], {"id": 42}):
+        with pytest.raises(ProtocolError) as err:
+            decode(message(conversation_id=bad))
+        assert err.value.code == ErrorCode.INVALID_FRAME and err.value.id == "m1"
+
+
+def test_an_unknown_conversation_event_is_kept_as_text():
+    frame = decode_server(b'{"type":"conversation","event":"archived","id":3,"title":null}')
+    assert frame == ConversationEvent("archived", 3, None)
 
 
 def test_server_frame_shapes():

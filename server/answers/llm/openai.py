@@ -8,6 +8,10 @@ the model name change.
 Every failure becomes an ``LLMError`` with a sentence a person can read, and no
 reply can hang: the first piece of text must come within ``first_token_timeout_s``
 and each later read within ``timeout_s``.
+
+The conversation's earlier turns go with the question, between the system prompt
+and it: the newest ones within ``history_turns`` turns and ``history_chars``
+characters, sent oldest first (`earlier_messages`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,25 @@ from .base import LLMError, build_prompt
 
 _SERVICE = "the language model service"
 _MAX_ERROR_BODY = 64 * 1024
+HISTORY_TURNS = 20  # earlier questions and replies, each one turn
+HISTORY_CHARS = 8000  # their characters together
+
+
+def earlier_messages(
+    earlier: Sequence[tuple[bool, str]], max_turns: int, max_chars: int
+) -> list[dict[str, str]]:
+    """The newest of ``earlier`` (``(is_user_message, text)``, oldest first) that fit in
+    ``max_turns`` turns and ``max_chars`` characters, as chat messages oldest first. A
+    turn that does not fit whole ends the list: no turn is cut, and none older is sent."""
+    kept: list[dict[str, str]] = []
+    chars = 0
+    for is_user, text in reversed(earlier):
+        if len(kept) >= max_turns or chars + len(text) > max_chars:
+            break
+        chars += len(text)
+        kept.append({"role": "user" if is_user else "assistant", "content": text})
+    kept.reverse()
+    return kept
 
 
 class SSEDecoder:
@@ -78,6 +101,8 @@ class OpenAIChatLLM:
         timeout_s: float = 30,
         first_token_timeout_s: float = 60,
         temperature: float | None = 0.2,
+        history_turns: int = HISTORY_TURNS,
+        history_chars: int = HISTORY_CHARS,
     ) -> None:
         if timeout_s <= 0 or first_token_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
@@ -88,22 +113,30 @@ class OpenAIChatLLM:
         self.timeout_s = timeout_s
         self.first_token_timeout_s = first_token_timeout_s
         self.temperature = temperature
+        self.history_turns = history_turns
+        self.history_chars = history_chars
 
     @property
     def url(self) -> str:
         return f"{self.base_url}/chat/completions"
 
-    def request_body(self, question: str, hits: Sequence[Hit]) -> dict[str, object]:
+    def request_body(
+        self, question: str, hits: Sequence[Hit], earlier: Sequence[tuple[bool, str]] = ()
+    ) -> dict[str, object]:
+        messages = build_prompt(question, hits)
+        turns = earlier_messages(earlier, self.history_turns, self.history_chars)
         body: dict[str, object] = {
             "model": self.model,
-            "messages": build_prompt(question, hits),
+            "messages": [*messages[:-1], *turns, messages[-1]],
             "stream": True,
         }
         if self.temperature is not None:
             body["temperature"] = self.temperature
         return body
 
-    async def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]:
+    async def stream(
+        self, question: str, hits: Sequence[Hit], earlier: Sequence[tuple[bool, str]] = ()
+    ) -> AsyncIterator[str]:
         headers = {"Accept": "text/event-stream"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -112,7 +145,7 @@ class OpenAIChatLLM:
             async with asyncio.timeout_at(_loop_time(deadline)):
                 response = await self.session.post(
                     self.url,
-                    json=self.request_body(question, hits),
+                    json=self.request_body(question, hits, earlier),
                     headers=headers,
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s),
                 )

@@ -86,8 +86,8 @@ async def rename(
 
 
 async def delete(pool: asyncpg.Pool, user_id: int, conversation_id: int) -> int | None:
-    """Delete the conversation and its messages; how many messages, or None if it is not
-    the user's. The row lock first: a batch storing into it waits, then finds it gone."""
+    """Delete the conversation, its messages and their feedback; how many messages, or
+    None if it is not the user's."""
     async with pool.acquire() as conn, conn.transaction():
         found = await conn.fetchval(
             "DELETE FROM conversations WHERE id = $1 AND user_id = $2 RETURNING id",
@@ -96,12 +96,15 @@ async def delete(pool: asyncpg.Pool, user_id: int, conversation_id: int) -> int 
         )
         if found is None:
             return None
-        result = await conn.execute(
-            "DELETE FROM chat_history WHERE conversation_id = $1 AND user_id = $2",
+        return await conn.fetchval(
+            "WITH gone AS (DELETE FROM chat_history"
+            "  WHERE conversation_id = $1 AND user_id = $2 RETURNING id, is_user_message),"
+            " gone_feedback AS (DELETE FROM feedback WHERE user_id = $2"
+            "  AND reply_id IN (SELECT id FROM gone WHERE NOT is_user_message))"
+            " SELECT count(*) FROM gone",
             conversation_id,
             user_id,
         )
-        return int(result.split()[-1])
 
 
 async def owned(db: Executor, user_id: int, conversation_id: int) -> bool:

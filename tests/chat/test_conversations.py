@@ -235,6 +235,25 @@ async def test_endpoints_need_a_token(client):
         assert resp.status == 401
 
 
+async def test_deleting_a_conversation_deletes_its_feedback(client, db):
+    token, user_id = await new_user(client)
+    a = await create(client, token, title="a")
+    b = await create(client, token, title="b")
+    _, in_a = await chat(client, token, "in a", conversation_id=a["id"])
+    _, in_b = await chat(client, token, "in b", conversation_id=b["id"])
+    for answer in (in_a, in_b):
+        resp = await client.put(
+            f"/api/v1/chat/feedback/{answer['reply_id']}",
+            json={"rating": "up"},
+            headers=auth(token),
+        )
+        assert resp.status == 200
+    resp = await client.delete(f"{API}/{a['id']}", headers=auth(token))
+    assert await resp.json() == {"deleted": 2}
+    kept = await db.fetch("SELECT reply_id FROM feedback WHERE user_id = $1", user_id)
+    assert [r["reply_id"] for r in kept] == [in_b["reply_id"]]
+
+
 async def test_delete_history_deletes_the_conversations_too(client):
     token, _ = await new_user(client)
     made = await create(client, token, title="x")

@@ -88,12 +88,28 @@ SCHEMAS: dict[str, Any] = {
         expires_in={"type": "integer", "description": "seconds"},
     ),
     "User": _obj(
-        ["id", "email", "is_active", "is_verified", "created_at"],
+        ["id", "email", "is_active", "is_verified", "created_at", "is_guest"],
         id=INT,
-        email=STR,
+        email={"type": "string", "nullable": True, "description": "null for a guest"},
         is_active=BOOL,
         is_verified=BOOL,
         created_at=TS,
+        is_guest=BOOL,
+    ),
+    "GuestToken": _obj(
+        ["access_token", "token_type", "expires_in", "user"],
+        access_token=STR,
+        token_type={"type": "string", "enum": ["bearer"]},
+        expires_in={"type": "integer", "description": "seconds"},
+        user=_obj(["id", "is_guest"], id=INT, is_guest={"type": "boolean", "enum": [True]}),
+    ),
+    "HostIdentity": _obj(
+        ["token"],
+        token={
+            **TEXT,
+            "description": "a JWT the host site signs with IDENTITY_SECRET (HS256): sub "
+            "(1-200 characters), exp (at most 24 h ahead), optional email and name",
+        },
     ),
     "SignupResult": {
         "allOf": [
@@ -234,6 +250,10 @@ SCHEMAS: dict[str, Any] = {
 }
 
 BEARER = [{"bearer": []}]
+GUEST_BEARER = (
+    "An optional Authorization: Bearer header: an account's token is ignored, an invalid "
+    "or expired one is 401."
+)
 
 
 def _op(summary: str, tag: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -379,9 +399,31 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                 "auth",
                 {
                     "201": _json(_ref("SignupResult"), "Created"),
-                    **_errors(400, 409, 415, 422, 429),
+                    **_errors(400, 401, 409, 415, 422, 429),
                 },
                 requestBody=_body(_ref("Credentials")),
+                description=GUEST_BEARER
+                + " With a guest's token, the guest becomes this account: same id, history "
+                "kept; the guest's token stops working.",
+            )
+        },
+        "/api/v1/auth/guest": {
+            "post": _op(
+                "A guest's token: chat before signing up (ALLOW_GUESTS)",
+                "auth",
+                {"201": _json(_ref("GuestToken"), "A guest"), **_errors(403, 429)},
+            )
+        },
+        "/api/v1/auth/identify": {
+            "post": _op(
+                "Log in a visitor the host site already knows (IDENTITY_SECRET)",
+                "auth",
+                {"200": _json(_ref("Token"), "Logged in"), **_errors(400, 401, 415, 422)},
+                requestBody=_body(_ref("HostIdentity")),
+                description="The user bound to the token's sub, made on first use (no "
+                "password, not a guest, not verified); an email claim joins no account. "
+                + GUEST_BEARER
+                + " With a guest's token, the guest's conversations move to that user.",
             )
         },
         "/api/v1/auth/login": {
@@ -389,6 +431,9 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                 "Log in (OAuth2 password form or JSON)",
                 "auth",
                 {"200": _json(_ref("Token"), "Logged in"), **_errors(400, 401, 415, 422, 429)},
+                description=GUEST_BEARER
+                + " With a guest's token, the guest's conversations move into the account "
+                "and the guest is removed.",
                 requestBody={
                     "required": True,
                     "content": {

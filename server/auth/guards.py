@@ -46,6 +46,15 @@ async def current_user(request: web.Request) -> Any:
         raise APIError(401, str(exc), UNAUTHORIZED) from None
 
 
+async def guest_of(request: web.Request) -> Any:
+    """For signup, login and identify: the guest the request's `Authorization` names, or
+    None without the header or for an account's token (ignored); 401 for a bad token."""
+    if "Authorization" not in request.headers:
+        return None
+    user = await current_user(request)
+    return user if user["is_guest"] else None
+
+
 def is_admin(user: Any, admin_emails: frozenset[str]) -> bool:
     """A verified user whose normalised email is in ADMIN_EMAILS (normalised alike)."""
     return bool(user["is_verified"]) and user["email_key"] in admin_emails

@@ -15,14 +15,16 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from server import keys
 from server.auth.emails import EmailError, email_key, parse_email
-from server.auth.guards import UNAUTHORIZED, current_user
+from server.auth.guards import UNAUTHORIZED, current_user, guest_of
+from server.auth.identity import IdentityError, verify_identity
 from server.auth.passwords import password_problem
 from server.auth.tokens import VERIFY, TokenError
-from server.db import queries
+from server.db import guests, queries
 from server.forwarded import client_address
 from server.http import APIError, check_fields, json_response, read_form_or_json, read_json
 
@@ -31,6 +33,7 @@ routes = web.RouteTableDef()
 
 LOGIN_WINDOW_S = 60
 SIGNUP_WINDOW_S = 3600
+GUEST_WINDOW_S = 3600
 # One address may fail this many times more than one email (a NAT hides many users).
 ADDRESS_FACTOR = 5
 
@@ -42,6 +45,7 @@ def user_body(user: Any) -> dict[str, Any]:
         "is_active": user["is_active"],
         "is_verified": user["is_verified"],
         "created_at": user["created_at"],
+        "is_guest": user["is_guest"],
     }
 
 
@@ -89,8 +93,34 @@ def send_verification(app: web.Application, user_id: int, email: str, base_url: 
     app[keys.MAILER].run_later(record_and_send(), f"verification email to {email}")
 
 
+def revoke_guest(app: web.Application, guest: Any, generation: int | None) -> None:
+    """A guest became an account (`generation`: its tokens' new one) or joined one (None):
+    its open WebSockets, on every instance, are closed with 4401."""
+    app[keys.REPLIES].revoke_sessions(guest["id"], generation)
+
+
+@routes.post("/api/v1/auth/guest")
+async def guest(request: web.Request) -> web.Response:
+    """A guest: a user without email or password, for a visitor who asks before signing up."""
+    app = request.app
+    settings = app[keys.SETTINGS]
+    if not settings.allow_guests:
+        raise APIError(403, "guests are not allowed on this server (ALLOW_GUESTS)")
+    if per_hour := settings.guests_per_hour_per_address:
+        key = f"guest:addr:{client_address(request)}"
+        hits, left_s = await queries.count_hit(app[keys.POOL], key, GUEST_WINDOW_S)
+        if hits > per_hour:
+            raise too_many("guests from this address", left_s)
+    user = await guests.create_guest(app[keys.POOL])
+    body = login_body(app, user)
+    body["user"] = {"id": user["id"], "is_guest": True}
+    return json_response(body, 201)
+
+
 @routes.post("/api/v1/auth/signup")
 async def signup(request: web.Request) -> web.Response:
+    """With a guest's token, the guest becomes the account: same id, its history kept."""
+    guest = await guest_of(request)
     data = check_fields(await read_json(request), {"email": str, "password": str})
     try:
         address = parse_email(data["email"])
@@ -105,7 +135,19 @@ async def signup(request: web.Request) -> web.Response:
         if hits > per_hour:
             raise too_many("signups from this address", left_s)
     hashed = await app[keys.HASHER].hash(data["password"])
-    user = await queries.create_user(app[keys.POOL], address.display, address.key, hashed)
+    if guest is None:
+        user = await queries.create_user(app[keys.POOL], address.display, address.key, hashed)
+    else:
+        try:
+            user = await guests.make_account(
+                app[keys.POOL], guest["id"], address.display, address.key, hashed
+            )
+        except asyncpg.UniqueViolationError:
+            user = None
+        else:
+            if user is None:  # it became or joined an account meanwhile
+                raise APIError(401, "invalid token", UNAUTHORIZED)
+            revoke_guest(app, guest, user["token_generation"])
     if user is None:
         raise APIError(409, "an account with this email already exists")
     settings = app[keys.SETTINGS]
@@ -119,6 +161,8 @@ async def signup(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/auth/login")
 async def login(request: web.Request) -> web.Response:
+    """With a guest's token, the guest's conversations move into the account."""
+    guest = await guest_of(request)
     kind, raw = await read_form_or_json(request)
     # The OAuth2 form names the email `username`; JSON clients may use either name.
     user_field = (
@@ -151,6 +195,8 @@ async def login(request: web.Request) -> web.Response:
     if settings.require_verified_email and not user["is_verified"]:
         raise APIError(403, "verify your email address before logging in")
     await queries.clear_hits(app[keys.POOL], rate_keys[0][0])
+    if guest is not None and await guests.merge_guest(app[keys.POOL], guest["id"], user["id"]):
+        revoke_guest(app, guest, None)
     return json_response(login_body(app, user))
 
 
@@ -228,3 +274,25 @@ async def me(request: web.Request) -> web.Response:
 async def refresh(request: web.Request) -> web.Response:
     user = await current_user(request)
     return json_response(login_body(request.app, user))
+
+
+@routes.post("/api/v1/auth/identify")
+async def identify(request: web.Request) -> web.Response:
+    """`{"token"}` signed by the host site (IDENTITY_SECRET): a login body for the user
+    bound to its `sub`, made on first use. With a guest's token, the guest joins it."""
+    guest = await guest_of(request)
+    data = check_fields(await read_json(request), {"token": str})
+    app = request.app
+    secret = app[keys.SETTINGS].identity_secret
+    if not secret:
+        raise APIError(401, "host-site identities are off (IDENTITY_SECRET)", UNAUTHORIZED)
+    try:
+        identity = verify_identity(data["token"], secret)
+    except IdentityError as exc:
+        raise APIError(401, str(exc), UNAUTHORIZED) from None
+    user = await guests.identified_user(app[keys.POOL], identity.sub, identity.email)
+    if not user["is_active"]:
+        raise APIError(401, "this user is disabled", UNAUTHORIZED)
+    if guest is not None and await guests.merge_guest(app[keys.POOL], guest["id"], user["id"]):
+        revoke_guest(app, guest, None)
+    return json_response(login_body(app, user))

@@ -95,7 +95,12 @@ class Session:
         try:
             conn.push(
                 encode_bytes(
-                    Ready(self.user_id, user["email"], tuple(self.replies.pending(self.user_id)))
+                    Ready(
+                        self.user_id,
+                        user["email"],
+                        tuple(self.replies.pending(self.user_id)),
+                        is_guest=user["is_guest"],
+                    )
                 )
             )
             self._watch_expiry(self.claims)

@@ -13,19 +13,24 @@ import asyncpg
 # that is stored already, likewise. A message naming a conversation that is not its
 # sender's is not inserted; one naming none goes to the sender's most recently active
 # conversation (the trigger of migration 0008, which also moves the conversations'
-# activity once per statement). A reply goes into its question's conversation.
+# activity once per statement). A reply goes to its question's user and conversation
+# (a guest's question may have moved to the account it joined meanwhile). A message of
+# a user deleted meanwhile (a guest that joined an account) is not inserted: its foreign
+# key would fail the whole batch.
 INSERT_BATCH = """
 WITH m AS (
     INSERT INTO chat_history (user_id, message, is_user_message, client_id, conversation_id)
     SELECT t.u, t.m, true, t.c, t.v
     FROM unnest($1::bigint[], $2::text[], $3::text[], $10::bigint[]) AS t(u, m, c, v)
-    WHERE t.v IS NULL OR EXISTS (SELECT 1 FROM conversations k WHERE k.id = t.v AND k.user_id = t.u)
+    WHERE EXISTS (SELECT 1 FROM users s WHERE s.id = t.u)
+      AND (t.v IS NULL
+           OR EXISTS (SELECT 1 FROM conversations k WHERE k.id = t.v AND k.user_id = t.u))
     ON CONFLICT (user_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
     RETURNING id, user_id, client_id, NULL::bigint AS reply_to, "timestamp", conversation_id
 ), r AS (
     INSERT INTO chat_history (user_id, message, is_user_message, reply_to, finish_reason,
                               sources, token_lengths, conversation_id)
-    SELECT t.u, t.m, false, t.r, t.f, t.s::jsonb, t.l::integer[], q.conversation_id
+    SELECT q.user_id, t.m, false, t.r, t.f, t.s::jsonb, t.l::integer[], q.conversation_id
     FROM unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[])
          AS t(u, m, r, f, s, l)
     JOIN chat_history q ON q.id = t.r

@@ -66,7 +66,9 @@ async def backfill_email_keys(conn: asyncpg.Connection) -> int:
     from server.auth.emails import EmailError, email_key
 
     keyed = 0
-    for row in await conn.fetch("SELECT id, email FROM users WHERE email_key IS NULL"):
+    # Guests have no email (migration 0009): nothing to key.
+    unkeyed = "SELECT id, email FROM users WHERE email_key IS NULL AND email IS NOT NULL"
+    for row in await conn.fetch(unkeyed):
         try:
             key = email_key(row["email"])
             async with conn.transaction():

@@ -6,6 +6,8 @@ from datetime import datetime
 
 import asyncpg
 
+from server.db import guests
+
 # One batch of old rows, and the replies of the messages among them even where a reply is
 # younger than the cutoff (it would otherwise outlive its message). Returns (old, replies).
 _DELETE_HISTORY_BATCH = """
@@ -52,8 +54,9 @@ async def delete_history_batch(
 
 async def delete_other(conn: asyncpg.Connection, before: datetime, keep_hours: int) -> int:
     """Used or expired verification links, rate-limit windows older than `keep_hours`,
-    purge runs and audit entries older than `before`, feedback on purged replies: the
-    rows deleted."""
+    purge runs and audit entries older than `before`, guests idle since `before` (with
+    their conversations, messages and feedback), feedback on purged replies: the rows
+    deleted (a guest counts one)."""
     n = _count(
         await conn.execute(
             "DELETE FROM email_verifications WHERE used_at IS NOT NULL OR expires_at < now()"
@@ -66,6 +69,8 @@ async def delete_other(conn: asyncpg.Connection, before: datetime, keep_hours: i
         )
     )
     n += _count(await conn.execute("DELETE FROM purge_runs WHERE finished_at < $1", before))
+    # Guests with no message since the cutoff go, with everything of theirs.
+    n += await guests.delete_idle_guests(conn, before)
     n += _count(await conn.execute("DELETE FROM audit_log WHERE at < $1", before))
     # Feedback on replies that are gone (purged above, or by a partition dropped).
     n += _count(

@@ -13,7 +13,9 @@ import asyncpg
 
 Executor = asyncpg.Pool | asyncpg.Connection
 
-USER_COLUMNS = "id, email, email_key, is_active, is_verified, created_at, token_generation"
+USER_COLUMNS = (
+    "id, email, email_key, is_active, is_verified, created_at, token_generation, is_guest"
+)
 
 HISTORY_COLUMNS = (
     'h.id, h.message, h.is_user_message, h."timestamp", h.client_id, h.reply_to,'

@@ -32,6 +32,7 @@ __all__ = [
     "Failed",
     "Hello",
     "MessageStored",
+    "SessionsRevoked",
     "Started",
     "Sync",
     "Tokens",
@@ -141,8 +142,27 @@ class ConversationChanged:
     kind: ClassVar[str] = "conversation"
 
 
+@dataclass(frozen=True, slots=True)
+class SessionsRevoked:
+    """A user's tokens below `generation` stopped working (None: all of them, the user
+    is gone): its connections authenticated with one are closed with 4401."""
+
+    user_id: int
+    generation: int | None
+    kind: ClassVar[str] = "sessions_revoked"
+
+
 Event = (
-    Hello | MessageStored | Sync | Started | Tokens | Failed | Ended | Cancel | ConversationChanged
+    Hello
+    | MessageStored
+    | Sync
+    | Started
+    | Tokens
+    | Failed
+    | Ended
+    | Cancel
+    | ConversationChanged
+    | SessionsRevoked
 )
 
 _KINDS: dict[str, type[Any]] = {
@@ -157,6 +177,7 @@ _KINDS: dict[str, type[Any]] = {
         Ended,
         Cancel,
         ConversationChanged,
+        SessionsRevoked,
     )
 }
 # Fields kept as a tuple in the event and sent as a JSON array.

@@ -12,7 +12,8 @@ One run, under a PostgreSQL advisory lock held on one dedicated connection:
    transaction, and the event loop gets a turn between batches. The replies of
    the messages purged go with them, younger or not; counts are rows deleted.
 4. Other dead rows: used or expired verification links, rate-limit windows
-   older than an hour.
+   older than an hour, guests with no message since the cutoff (and everything
+   of theirs).
 
 The schedule (aiocron, UTC) only starts runs; every error is caught and logged
 inside the run, so aiocron never swallows it in a done-callback and the next

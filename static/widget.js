@@ -9,8 +9,12 @@
  *
  * Options (data- attributes on the script tag): data-server, data-position
  * (bottom-right | bottom-left), data-color (#rgb or #rrggbb), data-title,
- * data-greeting, data-label (the launcher's accessible name).
- * API: window.ChatWidget.open(), .close(), .toggle(), .isOpen().
+ * data-greeting, data-label (the launcher's accessible name), data-identity-token
+ * (a token the host site's backend signed with IDENTITY_SECRET: the visitor chats as
+ * that user at once).
+ * API: window.ChatWidget.open(), .close(), .toggle(), .isOpen(), .identify(token)
+ * (the same as data-identity-token, later), .logout() (the widget forgets the visitor).
+ * The identity token goes only to the chat server's frame (postMessage to its origin).
  */
 (function () {
   "use strict";
@@ -38,6 +42,9 @@
   var title = (data.title || "Chat with us").slice(0, 80);
   var greeting = (data.greeting || "").slice(0, 500);
   var label = data.label || "Open chat";
+  var identity = data.identityToken || null;
+  // Read once; other scripts of the page have no need to find it on the tag later.
+  if (script && identity) script.removeAttribute("data-identity-token");
 
   // Black or white text on the accent, whichever contrasts more (WCAG luminance).
   function ink(hex) {
@@ -129,7 +136,7 @@
   function post(type, extra) {
     if (!frame) return;
     if (!frameReady) {
-      queued.push(type);
+      queued.push([type, extra]);
       return;
     }
     var msg = { chatWidget: 1, type: type };
@@ -143,6 +150,8 @@
     // below), never in the URL: a crafted widget-frame.html link must not be able to
     // show anyone's text on the chat server's origin.
     var q = new URLSearchParams({ host: location.origin, color: color });
+    // Only that an identity comes (so the frame makes no guest meanwhile), never the token.
+    if (identity) q.set("identity", "1");
     frame = document.createElement("iframe");
     frame.title = title;
     frame.src = server + "/static/widget-frame.html#" + q.toString();
@@ -194,10 +203,15 @@
     if (msg.type === "ready") {
       frameReady = true;
       post("config", { title: title, greeting: greeting });
-      var q = queued;
+      if (identity) post("identify", { token: identity });
+      var q = queued.filter(function (m) {
+        return m[0] !== "identify"; // sent above, the newest one
+      });
       queued = [];
-      if (isOpen && q.indexOf("open") < 0) q.push("open");
-      q.forEach(post);
+      if (isOpen) q.push(["open"]);
+      q.forEach(function (m) {
+        post(m[0], m[1]);
+      });
     } else if (msg.type === "close") {
       close(true);
     } else if (msg.type === "unread" && !isOpen) {
@@ -220,6 +234,19 @@
     toggle: toggle,
     isOpen: function () {
       return isOpen;
+    },
+    identify: function (token) {
+      if (typeof token !== "string" || !token) return;
+      identity = token;
+      ensureFrame();
+      if (frameReady) post("identify", { token: token });
+    },
+    logout: function () {
+      identity = null;
+      queued = queued.filter(function (m) {
+        return m[0] !== "identify";
+      });
+      post("logout");
     },
   };
 })();

@@ -12,6 +12,17 @@
  *   outbox and is sent after the reconnect with the same id, so the server
  *   stores it once whatever happens. After a reconnect every unfinished reply
  *   is resumed from the last token seen.
+ *
+ * Conversations: the log shows one conversation (state.conversationId; null until
+ * the first message of a visitor who has none); the list (☰) makes, opens, renames
+ * and deletes them. Frames of other conversations are not shown; a `conversation`
+ * frame keeps the list in step with the visitor's other tabs.
+ *
+ * Guests: where the server allows them (POST /api/v1/auth/guest answers 201), a
+ * visitor without a token chats at once as a guest, and may sign up or log in later
+ * with the guest's token, which keeps the conversation. A host page that knows the
+ * visitor hands a signed identity token (`data-identity-token`, ChatWidget.identify)
+ * through the loader; it goes to POST /api/v1/auth/identify and nowhere else.
  */
 
 import { Channel, wsUrl } from "./channel.js";
@@ -75,6 +86,10 @@ const store = new Store("chat-widget:");
 const state = {
   token: store.get("token"),
   email: store.get("email"),
+  guest: store.get("guest") === "1",
+  conversationId: Number(store.get("conversation")) || null,
+  conversations: [], // the list, most recently active first
+  awaitingIdentity: params.get("identity") === "1",
   mode: "login",
   open: !config.host, // standalone (not framed): always "open"
   messages: new Map(), // id → {id, text, status, messageId, turn, bubble, meta}
@@ -132,14 +147,58 @@ function detailText(data, resp) {
 
 // ---- authentication --------------------------------------------------------------
 
-function setToken(token, email) {
+function setToken(token, email, guest = false) {
   state.token = token;
   store.set("token", token);
+  state.guest = guest;
+  if (guest) store.set("guest", "1");
+  else store.remove("guest");
   if (email) {
     state.email = email;
     store.set("email", email);
   }
   scheduleRefresh();
+}
+
+function setConversation(id) {
+  state.conversationId = id || null;
+  if (id) store.set("conversation", String(id));
+  else store.remove("conversation");
+}
+
+/** A guest's token, where the server allows guests; false otherwise. */
+async function becomeGuest() {
+  try {
+    const body = await api("POST", "/api/v1/auth/guest");
+    setToken(body.access_token, null, true);
+    state.email = null;
+    store.remove("email");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A host-signed identity token (from the embedding page): log in as that visitor. A
+ * guest's conversations carry over (its token goes along as the Bearer). */
+async function identify(token) {
+  state.awaitingIdentity = false;
+  if (typeof token !== "string" || !token) return;
+  channel.stop();
+  try {
+    const body = await api("POST", "/api/v1/auth/identify", { token });
+    setToken(body.access_token, null, false);
+    const me = await api("GET", "/api/v1/auth/me");
+    state.email = me.email;
+    if (me.email) store.set("email", me.email);
+    else store.remove("email");
+    clearView();
+    await enterChat(false);
+  } catch (err) {
+    if (state.token) channel.start();
+    else showAuth();
+    showNotice($("auth-notice"), "We could not recognise you. Please log in.");
+  }
 }
 
 function tokenExpiry(token) {
@@ -185,6 +244,7 @@ function setMode(mode) {
 
 async function submitAuth(event) {
   event.preventDefault();
+  if (!state.guest) state.token = null; // a stale token must not travel with the form
   const email = $("email").value.trim();
   const password = $("password").value;
   const error = $("auth-error");
@@ -201,6 +261,10 @@ async function submitAuth(event) {
   }
   const submit = $("auth-submit");
   submit.disabled = true;
+  // A guest signing up or logging in: its token goes along (the server keeps the
+  // conversation) and stops working; its socket is closed first, quietly.
+  const wasGuest = state.guest && !!state.token;
+  if (wasGuest) channel.stop();
   try {
     if (state.mode === "signup") {
       const body = await api("POST", "/api/v1/auth/signup", { email, password });
@@ -212,18 +276,21 @@ async function submitAuth(event) {
         return;
       }
       setToken(body.access_token, body.email || email);
+      if (wasGuest) clearView();
       showBanner(
         `Welcome! We sent a verification link to ${body.email || email}: open it to confirm your address and choose your password, then log in again.`,
       );
     } else {
       const body = await api("POST", "/api/v1/auth/login", { email, password });
       setToken(body.access_token, email);
+      if (wasGuest) clearView();
     }
     $("password").value = "";
     await enterChat(true);
   } catch (err) {
     error.textContent =
       err.status === 401 ? "Wrong email or password." : err.message || "Something went wrong. Please try again.";
+    if (wasGuest && state.guest) channel.start();
   } finally {
     submit.disabled = false;
   }
@@ -239,19 +306,30 @@ function showBanner(text) {
   $("verify-notice").hidden = false;
 }
 
-function logout(message) {
-  channel.stop();
-  clearTimeout(state.refreshTimer);
-  state.token = null;
-  store.remove("token");
-  store.remove(outboxKey());
+/** Forget the conversation on screen (not the token). */
+function clearView() {
   state.messages.clear();
   state.replies.clear();
   state.outbox = [];
   state.cancels.clear();
   state.historyLoaded = false;
   $("log").replaceChildren();
+  updateStop();
+}
+
+function logout(message) {
+  channel.stop();
+  clearTimeout(state.refreshTimer);
+  store.remove(outboxKey());
+  state.token = null;
+  state.guest = false;
+  store.remove("token");
+  store.remove("guest");
+  setConversation(null);
+  state.conversations = [];
+  clearView();
   $("verify-notice").hidden = true;
+  $("convs").hidden = true;
   showAuth();
   if (message) showNotice($("auth-notice"), message);
   if (state.open) $("email").focus();
@@ -260,10 +338,21 @@ function logout(message) {
 function showAuth() {
   $("chat").hidden = true;
   $("auth").hidden = false;
+  $("convs").hidden = true;
+  $("convs-toggle").hidden = true;
   $("logout").hidden = true;
   $("who").hidden = true;
   $("status").hidden = true;
+  $("auth-back").hidden = !(state.guest && state.token);
   $("email").value = state.email || "";
+}
+
+/** A guest's way to an account, from the chat: the form, with a way back. */
+function offerSignup() {
+  showAuth();
+  setMode("signup");
+  $("auth-heading").textContent = "Sign up to keep this conversation";
+  if (state.open) $("email").focus();
 }
 
 // ---- chat view ---------------------------------------------------------------------
@@ -282,12 +371,16 @@ async function enterChat(focus) {
   $("auth").hidden = true;
   $("auth-notice").hidden = true;
   $("chat").hidden = false;
-  $("logout").hidden = false;
-  $("who").hidden = !state.email;
-  $("who").textContent = state.email || "";
+  $("logout").hidden = state.guest;
+  $("guest-notice").hidden = !state.guest;
+  $("convs-toggle").hidden = false;
+  const who = state.guest ? "Guest" : state.email || "";
+  $("who").hidden = !who;
+  $("who").textContent = who;
   if (focus && state.open) $("input").focus();
   showGreeting();
   try {
+    await loadConversations();
     await loadHistory();
   } catch (err) {
     if (err.status === 401) {
@@ -305,8 +398,157 @@ async function enterChat(focus) {
   channel.start();
 }
 
+// ---- conversations --------------------------------------------------------------------
+
+async function loadConversations() {
+  state.conversations = await api("GET", "/api/v1/chat/conversations?limit=100");
+  if (!state.conversations.some((c) => c.id === state.conversationId)) {
+    // The most recently active one (null: none yet; the first message makes it).
+    setConversation(state.conversations.length ? state.conversations[0].id : null);
+  }
+  renderConversations();
+}
+
+function conversationTitle(c) {
+  return c.title || "New conversation";
+}
+
+function renderConversations() {
+  const list = $("conv-list");
+  list.replaceChildren();
+  for (const c of state.conversations) {
+    const item = el("li", "conv");
+    item.dataset.id = String(c.id);
+    item.setAttribute("aria-current", String(c.id === state.conversationId));
+    const openButton = el("button", "conv-open", conversationTitle(c));
+    openButton.type = "button";
+    openButton.addEventListener("click", () => switchConversation(c.id));
+    const rename = el("button", "conv-action", "Rename");
+    rename.type = "button";
+    rename.setAttribute("aria-label", `Rename “${conversationTitle(c)}”`);
+    rename.addEventListener("click", () => startRename(item, c));
+    const remove = el("button", "conv-action danger", "Delete");
+    remove.type = "button";
+    remove.setAttribute("aria-label", `Delete “${conversationTitle(c)}”`);
+    remove.addEventListener("click", () => {
+      if (remove.dataset.armed) deleteConversation(c.id);
+      else {
+        remove.dataset.armed = "1";
+        remove.textContent = "Delete?";
+      }
+    });
+    item.append(openButton, rename, remove);
+    list.append(item);
+  }
+}
+
+function startRename(item, c) {
+  const input = el("input", "conv-title-input");
+  input.value = c.title || "";
+  input.maxLength = 200;
+  input.setAttribute("aria-label", "New title");
+  const save = async () => {
+    const title = input.value.trim();
+    if (!title) return renderConversations();
+    try {
+      const updated = await api("PATCH", `/api/v1/chat/conversations/${c.id}`, { title });
+      upsertConversation(updated);
+    } catch {
+      renderConversations();
+    }
+  };
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      save();
+    } else if (event.key === "Escape") {
+      event.preventDefault();
+      event.stopPropagation();
+      renderConversations();
+    }
+  });
+  item.replaceChildren(input);
+  input.focus();
+}
+
+function upsertConversation(c) {
+  const i = state.conversations.findIndex((x) => x.id === c.id);
+  if (i >= 0) state.conversations[i] = { ...state.conversations[i], ...c };
+  else state.conversations.unshift(c);
+  renderConversations();
+}
+
+async function newConversation() {
+  const c = await api("POST", "/api/v1/chat/conversations", {});
+  upsertConversation(c);
+  await switchConversation(c.id);
+}
+
+async function deleteConversation(id) {
+  await api("DELETE", `/api/v1/chat/conversations/${id}`);
+  forgetConversation(id);
+}
+
+function forgetConversation(id) {
+  state.conversations = state.conversations.filter((c) => c.id !== id);
+  if (state.conversationId === id) {
+    setConversation(state.conversations.length ? state.conversations[0].id : null);
+    clearView();
+    loadHistory().then(resumeUnanswered, () => showStatus("history-failed"));
+  }
+  renderConversations();
+}
+
+async function switchConversation(id) {
+  showConversations(false);
+  if (id === state.conversationId && state.historyLoaded) return;
+  setConversation(id);
+  renderConversations();
+  clearView();
+  showGreeting();
+  try {
+    await loadHistory();
+    resumeUnanswered();
+  } catch {
+    showStatus("history-failed");
+  }
+  if (state.open) $("input").focus();
+}
+
+/** Questions of the conversation shown whose reply is not in: follow them (resume). */
+function resumeUnanswered() {
+  for (const msg of state.messages.values()) {
+    if (msg.status !== "acked" || state.replies.has(msg.id)) continue;
+    ensureReply(msg.id);
+    channel.send({ type: "resume", id: msg.id, after_seq: -1 });
+  }
+}
+
+function showConversations(show) {
+  $("convs").hidden = !show;
+  $("convs-toggle").setAttribute("aria-expanded", String(show));
+  $("convs").style.setProperty("--head-h", `${document.querySelector(".head").offsetHeight}px`);
+  if (show) $("conv-new").focus();
+}
+
+function onConversationFrame(frame) {
+  if (frame.event === "deleted") return forgetConversation(frame.id);
+  if (frame.event === "created" || frame.event === "renamed") {
+    const known = state.conversations.find((c) => c.id === frame.id);
+    upsertConversation(known ? { ...known, title: frame.title } : { id: frame.id, title: frame.title });
+  }
+  return undefined;
+}
+
 async function loadHistory() {
-  const rows = await api("GET", `/api/v1/chat/chat-history?limit=${HISTORY_LIMIT}`);
+  if (!state.conversationId) {
+    state.historyLoaded = true;
+    return;
+  }
+  const rows = await api(
+    "GET",
+    `/api/v1/chat/chat-history?limit=${HISTORY_LIMIT}&conversation_id=${state.conversationId}`,
+  );
   const clientIds = new Map(); // row id → client id
   for (const row of rows) {
     if (row.is_user_message) {
@@ -461,7 +703,8 @@ function newId() {
 
 function sendText(text) {
   const id = newId();
-  addUserMessage(id, text, "queued");
+  const msg = addUserMessage(id, text, "queued");
+  msg.conversationId = state.conversationId;
   queueMessage(id);
   scrollToEnd(true);
 }
@@ -471,8 +714,14 @@ function queueMessage(id) {
   if (!state.outbox.includes(id)) state.outbox.push(id);
   saveOutbox();
   setMessageStatus(msg, "queued");
-  if (channel.send({ type: "message", id, text: msg.text })) setMessageStatus(msg, "sending");
+  if (channel.send(messageFrame(msg))) setMessageStatus(msg, "sending");
   updateStop();
+}
+
+function messageFrame(msg) {
+  const frame = { type: "message", id: msg.id, text: msg.text };
+  if (msg.conversationId) frame.conversation_id = msg.conversationId;
+  return frame;
 }
 
 function stopReplies() {
@@ -493,7 +742,10 @@ function handleFrame(frame) {
       return onAck(frame);
     case "message":
       return onEcho(frame);
+    case "conversation":
+      return onConversationFrame(frame);
     case "start": {
+      if (!state.messages.has(frame.id)) return undefined; // another conversation's
       const reply = ensureReply(frame.id);
       reply.sources = Array.isArray(frame.sources) ? frame.sources : [];
       reply.live = true;
@@ -502,6 +754,7 @@ function handleFrame(frame) {
     case "token":
       return onToken(frame);
     case "end": {
+      if (!state.messages.has(frame.id)) return undefined;
       const reply = ensureReply(frame.id);
       return finishReply(reply, frame.text, frame.finish_reason, true);
     }
@@ -520,7 +773,8 @@ function onReady(frame) {
   }
   // Every unfinished reply, ours or listed as pending, goes on from the last token seen.
   const resume = new Map();
-  for (const p of frame.pending || []) resume.set(p.id, -1);
+  // Pending replies of the conversation shown (the others show when it is opened).
+  for (const p of frame.pending || []) if (state.messages.has(p.id)) resume.set(p.id, -1);
   for (const reply of state.replies.values()) if (!reply.done) resume.set(reply.id, reply.seq);
   for (const [id, afterSeq] of resume) {
     const local = state.replies.get(id);
@@ -532,7 +786,7 @@ function onReady(frame) {
   for (const id of state.outbox) {
     const msg = state.messages.get(id);
     if (msg.status === "failed") continue;
-    channel.send({ type: "message", id, text: msg.text });
+    channel.send(messageFrame(msg));
     setMessageStatus(msg, "sending");
   }
 }
@@ -542,18 +796,41 @@ function onAck(frame) {
   if (!msg) return;
   msg.messageId = frame.message_id;
   setMessageStatus(msg, "acked");
+  if (frame.conversation_id && !msg.conversationId) {
+    // The first message of a visitor without a conversation made one.
+    msg.conversationId = frame.conversation_id;
+    if (!state.conversationId) setConversation(frame.conversation_id);
+  }
+  noteActivity(frame.conversation_id, msg.text);
   state.outbox = state.outbox.filter((x) => x !== frame.id);
   saveOutbox();
   ensureReply(frame.id);
 }
 
+/** A message went to conversation `id`: it moves to the top of the list (a new one is
+ * fetched, with its title). */
+function noteActivity(id, text) {
+  if (!id) return;
+  const known = state.conversations.find((c) => c.id === id);
+  if (!known) {
+    loadConversations().catch(() => {});
+    return;
+  }
+  if (!known.title) known.title = [...text].slice(0, 60).join("");
+  state.conversations = [known, ...state.conversations.filter((c) => c !== known)];
+  renderConversations();
+}
+
 function onEcho(frame) {
   if (state.messages.has(frame.id)) return;
+  noteActivity(frame.conversation_id, frame.text);
+  if (frame.conversation_id && frame.conversation_id !== state.conversationId) return;
   addUserMessage(frame.id, frame.text, "acked", frame.message_id);
   ensureReply(frame.id);
 }
 
 function onToken(frame) {
+  if (!state.messages.has(frame.id)) return;
   const reply = ensureReply(frame.id);
   if (reply.done || typeof frame.seq !== "number" || frame.seq <= reply.seq) return;
   reply.seq = frame.seq;
@@ -646,6 +923,13 @@ function init() {
     document.documentElement.style.setProperty("--ink", ink(config.color));
   }
   $("close").hidden = !config.host;
+  $("convs-toggle").addEventListener("click", () => showConversations($("convs").hidden));
+  $("conv-new").addEventListener("click", () => newConversation().catch(() => showStatus("history-failed")));
+  $("guest-signup").addEventListener("click", offerSignup);
+  $("auth-back").addEventListener("click", () => {
+    setMode("login");
+    enterChat(true);
+  });
   $("close").addEventListener("click", () => toHost("close"));
   $("logout").addEventListener("click", () => logout());
   $("mode-login").addEventListener("click", () => setMode("login"));
@@ -695,12 +979,24 @@ function init() {
     if (msg.type === "open") setOpen(true);
     else if (msg.type === "close") setOpen(false);
     else if (msg.type === "config") applyConfig(msg);
+    else if (msg.type === "identify") identify(msg.token);
+    else if (msg.type === "logout") {
+      state.awaitingIdentity = false;
+      logout();
+    }
   });
 
-  if (state.token) enterChat(false);
+  setMode("login");
+  if (state.awaitingIdentity) {
+    // The host page knows the visitor: its identity token comes next (identify).
+    showAuth();
+  } else if (state.token) enterChat(false);
   else {
     showAuth();
-    setMode("login");
+    becomeGuest().then((ok) => {
+      if (ok && !state.token) return;
+      if (ok) enterChat(false);
+    });
   }
   toHost("ready");
 }

@@ -414,7 +414,12 @@ class ReplyManager:
             return
         earlier = await self._earlier_turns(reply)
         self._begin(reply, self.pipeline.sources(hits))
-        stream = self.pipeline.stream(reply.question, hits, earlier)
+        # Without earlier turns (the mock; a first question) the two-argument call.
+        stream = (
+            self.pipeline.stream(reply.question, hits, earlier)
+            if earlier
+            else self.pipeline.stream(reply.question, hits)
+        )
         outbox = self.outbox
         try:
             async for piece in stream:

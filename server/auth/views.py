@@ -93,12 +93,6 @@ def send_verification(app: web.Application, user_id: int, email: str, base_url: 
     app[keys.MAILER].run_later(record_and_send(), f"verification email to {email}")
 
 
-def revoke_guest(app: web.Application, guest: Any, generation: int | None) -> None:
-    """A guest became an account (`generation`: its tokens' new one) or joined one (None):
-    its open WebSockets, on every instance, are closed with 4401."""
-    app[keys.REPLIES].revoke_sessions(guest["id"], generation)
-
-
 @routes.post("/api/v1/auth/guest")
 async def guest(request: web.Request) -> web.Response:
     """A guest: a user without email or password, for a visitor who asks before signing up."""
@@ -147,7 +141,7 @@ async def signup(request: web.Request) -> web.Response:
         else:
             if user is None:  # it became or joined an account meanwhile
                 raise APIError(401, "invalid token", UNAUTHORIZED)
-            revoke_guest(app, guest, user["token_generation"])
+            # Its generation moved on: its sockets close (server.chat.revocation).
     if user is None:
         raise APIError(409, "an account with this email already exists")
     settings = app[keys.SETTINGS]
@@ -195,8 +189,9 @@ async def login(request: web.Request) -> web.Response:
     if settings.require_verified_email and not user["is_verified"]:
         raise APIError(403, "verify your email address before logging in")
     await queries.clear_hits(app[keys.POOL], rate_keys[0][0])
-    if guest is not None and await guests.merge_guest(app[keys.POOL], guest["id"], user["id"]):
-        revoke_guest(app, guest, None)
+    if guest is not None:
+        # The guest is gone: its sockets close (server.chat.revocation).
+        await guests.merge_guest(app[keys.POOL], guest["id"], user["id"])
     return json_response(login_body(app, user))
 
 
@@ -293,6 +288,7 @@ async def identify(request: web.Request) -> web.Response:
     user = await guests.identified_user(app[keys.POOL], identity.sub, identity.email)
     if not user["is_active"]:
         raise APIError(401, "this user is disabled", UNAUTHORIZED)
-    if guest is not None and await guests.merge_guest(app[keys.POOL], guest["id"], user["id"]):
-        revoke_guest(app, guest, None)
+    if guest is not None:
+        # The guest is gone: its sockets close (server.chat.revocation).
+        await guests.merge_guest(app[keys.POOL], guest["id"], user["id"])
     return json_response(login_body(app, user))

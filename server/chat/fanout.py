@@ -43,7 +43,6 @@ from server.fanout.events import (
     Event,
     Hello,
     MessageStored,
-    SessionsRevoked,
     Started,
     Sync,
     Tokens,
@@ -196,9 +195,6 @@ class FanOut:
             self._sync()
             return
         replies = self.replies
-        if isinstance(event, SessionsRevoked):
-            replies.close_revoked(event.user_id, event.generation)
-            return
         if isinstance(event, ConversationChanged):
             replies.show_conversation_change(
                 event.user_id, event.event, event.conversation_id, event.title

@@ -36,7 +36,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from protocol import (
-    CloseCode,
     ConversationChange,
     ConversationEvent,
     End,
@@ -58,7 +57,6 @@ from server.fanout.events import (
     Ended,
     Failed,
     MessageStored,
-    SessionsRevoked,
     Started,
     Tokens,
 )
@@ -701,18 +699,6 @@ class ReplyManager:
         self.show_conversation_change(user_id, change, conversation_id, title)
         if self.outbox.peers:
             self.outbox.publish(ConversationChanged(user_id, change, conversation_id, title))
-
-    def revoke_sessions(self, user_id: int, generation: int | None) -> None:
-        """The user's tokens below `generation` (None: all) stopped working: its
-        connections that authenticated with one, on every instance, close with 4401.
-        Sent even when alone, as a cancel is: a peer may be starting."""
-        self.close_revoked(user_id, generation)
-        self.outbox.backend.publish(SessionsRevoked(user_id, generation))
-
-    def close_revoked(self, user_id: int, generation: int | None) -> None:
-        for conn in list(self.connections.of(user_id)):
-            if generation is None or conn.generation < generation:
-                conn.close_soon(CloseCode.AUTH_FAILED, "the token was revoked")
 
     def show_conversation_change(
         self, user_id: int, change: ConversationChange, conversation_id: int, title: str | None

@@ -32,7 +32,6 @@ __all__ = [
     "Failed",
     "Hello",
     "MessageStored",
-    "SessionsRevoked",
     "Started",
     "Sync",
     "Tokens",
@@ -142,27 +141,8 @@ class ConversationChanged:
     kind: ClassVar[str] = "conversation"
 
 
-@dataclass(frozen=True, slots=True)
-class SessionsRevoked:
-    """A user's tokens below `generation` stopped working (None: all of them, the user
-    is gone): its connections authenticated with one are closed with 4401."""
-
-    user_id: int
-    generation: int | None
-    kind: ClassVar[str] = "sessions_revoked"
-
-
 Event = (
-    Hello
-    | MessageStored
-    | Sync
-    | Started
-    | Tokens
-    | Failed
-    | Ended
-    | Cancel
-    | ConversationChanged
-    | SessionsRevoked
+    Hello | MessageStored | Sync | Started | Tokens | Failed | Ended | Cancel | ConversationChanged
 )
 
 _KINDS: dict[str, type[Any]] = {
@@ -177,7 +157,6 @@ _KINDS: dict[str, type[Any]] = {
         Ended,
         Cancel,
         ConversationChanged,
-        SessionsRevoked,
     )
 }
 # Fields kept as a tuple in the event and sent as a JSON array.

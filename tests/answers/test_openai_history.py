@@ -8,7 +8,7 @@ from openai_standin import OpenAIStandIn
 
 from server.answers.llm.openai import OpenAIChatLLM, earlier_messages
 from server.app import create_app
-from tests.conftest import signup
+from tests.accounts import signup
 
 ANSWER = "Hello, world!"  # the stand-in's pieces, joined
 

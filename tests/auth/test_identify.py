@@ -14,7 +14,7 @@ import pytest
 
 from server.app import create_app
 from server.auth.identity import IdentityError, verify_identity
-from tests.conftest import PASSWORD, signup, unique_email
+from tests.accounts import PASSWORD, signup, unique_email
 
 SECRET = "host-site-identity-secret-" + "0123456789abcdef" * 3  # 74 bytes: fine for HS512 too
 IDENTIFY = "/api/v1/auth/identify"

@@ -7,8 +7,8 @@ import asyncio
 import orjson
 import pytest
 
-from tests.chat.conftest import connect, recv, recv_until
-from tests.conftest import signup
+from tests.accounts import signup
+from tests.chat.ws import connect, recv, recv_until
 
 API = "/api/v1/chat/conversations"
 

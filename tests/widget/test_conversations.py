@@ -14,8 +14,8 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from server.settings import Settings
-from tests.conftest import PASSWORD, unique_email
-from tests.widget.conftest import (
+from tests.accounts import PASSWORD, unique_email
+from tests.widget.browser import (
     TOKEN_DELAY_MS,
     ChatServer,
     HostSite,

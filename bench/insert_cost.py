@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server.db import scratch  # noqa: E402
+from server.db.conversations import build_index  # noqa: E402
 from server.db.group_commit import INSERT_BATCH  # noqa: E402
 from server.db.migrations import migrate  # noqa: E402
 
@@ -54,6 +55,7 @@ async def per_message_us(admin: str, changes: list[str], batches: int) -> tuple[
         conn = await asyncpg.connect(url)
         try:
             await migrate(conn)
+            await build_index(conn)  # built at start-up, after the migrations
             for sql in changes:
                 await conn.execute(sql)
             await conn.execute(
@@ -80,6 +82,7 @@ async def per_message_us(admin: str, changes: list[str], batches: int) -> tuple[
                     ["stop"] * n,
                     ['[{"id":"bench","topic":"Benchmarks","score":0.95}]'] * n,
                     ["{3,1,4,5,3,2,6,3,4,5,2,3,4,5,6,2,3,4,5,6}"] * n,
+                    [None] * PER_BATCH,  # no conversation named: each user's most recent one
                 )
                 previous = [(r["user_id"], r["id"]) for r in rows if r["reply_to"] is None]
             took = time.perf_counter() - started

@@ -167,7 +167,7 @@ async def backfill(pool: asyncpg.Pool, batch: int = BACKFILL_BATCH) -> int:
 
 
 async def _backfill(conn: asyncpg.Connection, batch: int) -> int:
-    await _build_index(conn)
+    await build_index(conn)
     done, after = 0, 0
     while True:
         row = await conn.fetchrow(BACKFILL_ROWS, after, batch)
@@ -180,7 +180,7 @@ async def _backfill(conn: asyncpg.Connection, batch: int) -> int:
     return done
 
 
-async def _build_index(conn: asyncpg.Connection) -> None:
+async def build_index(conn: asyncpg.Connection) -> None:
     """CREATE INDEX CONCURRENTLY (writes go on meanwhile); an invalid one left by an
     interrupted build is dropped and built again."""
     valid = await conn.fetchval(

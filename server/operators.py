@@ -53,7 +53,7 @@ async def unanswered(request: web.Request) -> web.Response:
                 "question": r["question"],
                 "count": r["count"],
                 "last_asked": r["last_asked"],
-                "conversation_id": None,  # conversations do not exist on this server yet
+                "conversation_id": r["conversation_id"],  # the newest asking's
             }
             for r in rows
         ]

@@ -102,6 +102,9 @@ async def test_unanswered_questions_are_grouped_by_text(kb_client, admin):
     assert mine[0]["count"] == 3
     assert mine[0]["question"] == f"qwertyuiop {word}"  # the newest wording
     assert set(mine[0]) == {"question", "count", "last_asked", "conversation_id"}
+    # The newest asking's conversation, which the user can list.
+    resp = await kb_client.get("/api/v1/chat/conversations", headers=user)
+    assert mine[0]["conversation_id"] in [c["id"] for c in await resp.json()]
     counts = [item["count"] for item in found]
     assert counts == sorted(counts, reverse=True)
 

@@ -30,9 +30,11 @@ async def figures_24h(db: Executor) -> asyncpg.Record:
 
 
 async def unanswered(db: Executor, days: int, limit: int) -> list[asyncpg.Record]:
-    """Questions whose reply had no source, grouped by text (case and spacing ignored)."""
+    """Questions whose reply had no source, grouped by text (case and spacing ignored);
+    `conversation_id`: the newest asking's conversation."""
     return await db.fetch(
         "SELECT (array_agg(q.message ORDER BY q.id DESC))[1] AS question,"
+        " (array_agg(q.conversation_id ORDER BY q.id DESC))[1] AS conversation_id,"
         ' count(*) AS count, max(q."timestamp") AS last_asked'
         " FROM chat_history r JOIN chat_history q ON q.id = r.reply_to"
         ' WHERE NOT r.is_user_message AND r."timestamp" > now() - make_interval(days => $1)'

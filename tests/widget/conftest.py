@@ -5,9 +5,11 @@ The rig itself (the relay, the host sites, the visitor's steps) is in browser.py
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page
@@ -52,26 +54,42 @@ async def other_site() -> AsyncIterator[HostSite]:
 
 
 @pytest.fixture
-async def chat_server(
+def serve_chat(
     make_settings: Callable[..., Settings], host_site: HostSite, knowledge_file: Path
-) -> AsyncIterator[ChatServer]:
-    relay = Relay(free_port(), free_port())
-    settings = make_settings(
-        host="127.0.0.1",
-        port=relay.target,
-        public_url=f"http://localhost:{relay.port}",
-        allowed_origins=(host_site.origin,),
-        llm_token_delay_ms=TOKEN_DELAY_MS,
-        knowledge_path=knowledge_file,
-        shutdown_timeout_s=0.5,
-    )
-    server = ChatServer(settings, relay)
-    await relay.start()
-    await server.start()
-    host_site.pages["index"] = host_page(server.origin)
-    yield server
-    await server.stop()
-    await relay.close()
+) -> Callable[..., contextlib.AbstractAsyncContextManager[ChatServer]]:
+    """`async with serve_chat(**settings) as server`: the chat server for `host_site`,
+    behind its relay, with these settings on top of the usual ones."""
+
+    @contextlib.asynccontextmanager
+    async def serve(**extra: Any) -> AsyncIterator[ChatServer]:
+        relay = Relay(free_port(), free_port())
+        settings = make_settings(
+            host="127.0.0.1",
+            port=relay.target,
+            public_url=f"http://localhost:{relay.port}",
+            allowed_origins=(host_site.origin,),
+            llm_token_delay_ms=TOKEN_DELAY_MS,
+            knowledge_path=knowledge_file,
+            shutdown_timeout_s=0.5,
+            **extra,
+        )
+        server = ChatServer(settings, relay)
+        await relay.start()
+        await server.start()
+        host_site.pages["index"] = host_page(server.origin)
+        try:
+            yield server
+        finally:
+            await server.stop()
+            await relay.close()
+
+    return serve
+
+
+@pytest.fixture
+async def chat_server(serve_chat) -> AsyncIterator[ChatServer]:
+    async with serve_chat() as server:
+        yield server
 
 
 @pytest.fixture

@@ -6,23 +6,18 @@ once and ChatWidget.logout() forgets them."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import jwt
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from server.settings import Settings
 from tests.accounts import PASSWORD, unique_email
 from tests.widget.browser import (
-    TOKEN_DELAY_MS,
     ChatServer,
     HostSite,
-    Relay,
     ask,
     chromium,
-    free_port,
     history,
     host_page,
     new_page,
@@ -35,30 +30,12 @@ IDENTITY_SECRET = "host-identity-secret-" + "0123456789abcdef" * 3
 
 
 @pytest.fixture
-async def guest_server(
-    make_settings: Callable[..., Settings], host_site: HostSite, knowledge_file: Path
-) -> AsyncIterator[ChatServer]:
+async def guest_server(serve_chat) -> AsyncIterator[ChatServer]:
     """The chat server with ALLOW_GUESTS (no limit per address) and IDENTITY_SECRET."""
-    relay = Relay(free_port(), free_port())
-    settings = make_settings(
-        host="127.0.0.1",
-        port=relay.target,
-        public_url=f"http://localhost:{relay.port}",
-        allowed_origins=(host_site.origin,),
-        llm_token_delay_ms=TOKEN_DELAY_MS,
-        knowledge_path=knowledge_file,
-        shutdown_timeout_s=0.5,
-        allow_guests=True,
-        guests_per_hour_per_address=0,
-        identity_secret=IDENTITY_SECRET,
-    )
-    server = ChatServer(settings, relay)
-    await relay.start()
-    await server.start()
-    host_site.pages["index"] = host_page(server.origin)
-    yield server
-    await server.stop()
-    await relay.close()
+    async with serve_chat(
+        allow_guests=True, guests_per_hour_per_address=0, identity_secret=IDENTITY_SECRET
+    ) as server:
+        yield server
 
 
 @pytest.fixture

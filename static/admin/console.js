@@ -43,7 +43,8 @@ function excerpt(text, max = EXCERPT_CHARS) {
 
 // ---- the token: memory first, this tab's sessionStorage when the browser allows -----
 
-const session = { token: null, email: null };
+const session = { token: null, email: null, renewal: null };
+const RENEW_BEFORE_S = 120;
 
 function readToken() {
   try {
@@ -53,13 +54,30 @@ function readToken() {
   }
 }
 
-function keepToken(token) {
+/** Keep `token`, or forget it (null). With `expiresIn` (seconds), renew it before then. */
+function keepToken(token, expiresIn = null) {
   session.token = token;
+  clearTimeout(session.renewal);
+  if (token && expiresIn) {
+    const delay = Math.max(expiresIn - RENEW_BEFORE_S, 5) * 1000;
+    session.renewal = setTimeout(renew, delay);
+  }
   try {
     if (token) sessionStorage.setItem(TOKEN_KEY, token);
     else sessionStorage.removeItem(TOKEN_KEY);
   } catch {
     // storage refused: the token lives in memory until the tab closes
+  }
+}
+
+/** A fresh token for the one kept (POST /api/v1/auth/refresh), so an open console stays
+ * logged in; a 401 (expired, revoked) brings the login form back. */
+async function renew() {
+  try {
+    const body = await api("POST", "/api/v1/auth/refresh");
+    keepToken(body.access_token, body.expires_in);
+  } catch (error) {
+    failed(error);
   }
 }
 
@@ -187,7 +205,7 @@ async function logIn(event) {
     const body = await api("POST", "/api/v1/auth/login", { email, password }, { quiet: [401] });
     session.token = body.access_token; // in memory only until the server says "admin"
     await api("GET", "/api/v1/admin/stats");
-    keepToken(body.access_token);
+    keepToken(body.access_token, body.expires_in);
     session.email = email;
     $("login-password").value = "";
     await route();
@@ -213,6 +231,8 @@ async function start() {
     return;
   }
   try {
+    await renew(); // a kept token's expiry is not known: a fresh one is
+    if (!session.token) return;
     const me = await api("GET", "/api/v1/auth/me");
     session.email = me.email;
     await route();

@@ -5,8 +5,6 @@ driven by Playwright, a page and a phone. The rig is in rig.py.
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -16,32 +14,14 @@ from playwright.async_api import Browser, Page
 
 from server.settings import Settings
 from tests.accounts import unique_email
-from tests.answers.test_admin import SEED
-from tests.console.rig import XSS_DOC, Console, account
-from tests.widget.browser import PHONE, ChatServer, Relay, chromium, free_port, new_page
+from tests.console.rig import Console, account, running_console
+from tests.widget.browser import PHONE, chromium, new_page
 
 
 @pytest.fixture
 async def console(make_settings: Callable[..., Settings], tmp_path: Path) -> AsyncIterator[Console]:
-    # The collection is named after the file: a name of its own, documents of its own.
-    path = tmp_path / f"kb-{uuid.uuid4().hex[:10]}.json"
-    path.write_text(json.dumps([*SEED, XSS_DOC]), encoding="utf-8")
-    admin_email = unique_email("admin")
-    relay = Relay(free_port(), free_port())
-    settings = make_settings(
-        host="127.0.0.1",
-        port=relay.target,
-        public_url=f"http://localhost:{relay.port}",
-        knowledge_path=path,
-        admin_emails=frozenset({admin_email}),
-        chat_rate_per_minute=0,
-    )
-    server = ChatServer(settings, relay)
-    await relay.start()
-    await server.start()
-    yield Console(server, admin_email)
-    await server.stop()
-    await relay.close()
+    async with running_console(make_settings, tmp_path) as console:
+        yield console
 
 
 @pytest.fixture

@@ -7,15 +7,22 @@ The server, the relay in front of it and the browser are the widget tests' own
 
 from __future__ import annotations
 
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 from playwright.async_api import Page, Route, expect
 
-from tests.accounts import PASSWORD
-from tests.widget.browser import ARTIFACTS, ChatServer
+from server.settings import Settings
+from tests.accounts import PASSWORD, unique_email
+from tests.answers.test_admin import SEED
+from tests.widget.browser import ARTIFACTS, ChatServer, Relay, free_port
 
 # HTML in server texts: shown as text, never run (`window.__pwned` stays unset).
 PWN_IMG = "<img src=x onerror=\"window.__pwned = 'img'\">"
@@ -48,6 +55,36 @@ class Console:
         ):
             assert resp.status < 300, f"{method} {path}: {resp.status} {await resp.text()}"
             return await resp.json()
+
+
+@contextlib.asynccontextmanager
+async def running_console(
+    make_settings: Callable[..., Settings], tmp_path: Path, **overrides: Any
+) -> AsyncIterator[Console]:
+    """The real app behind the widget tests' relay, with one admin address and a small
+    knowledge base of its own (`overrides`: more settings)."""
+    # The collection is named after the file: a name of its own, documents of its own.
+    path = tmp_path / f"kb-{uuid.uuid4().hex[:10]}.json"
+    path.write_text(json.dumps([*SEED, XSS_DOC]), encoding="utf-8")
+    admin_email = unique_email("admin")
+    relay = Relay(free_port(), free_port())
+    settings = make_settings(
+        host="127.0.0.1",
+        port=relay.target,
+        public_url=f"http://localhost:{relay.port}",
+        knowledge_path=path,
+        admin_emails=frozenset({admin_email}),
+        chat_rate_per_minute=0,
+        **overrides,
+    )
+    server = ChatServer(settings, relay)
+    await relay.start()
+    await server.start()
+    try:
+        yield Console(server, admin_email)
+    finally:
+        await server.stop()
+        await relay.close()
 
 
 async def account(

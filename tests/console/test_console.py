@@ -25,6 +25,7 @@ from tests.console.rig import (
     log_in,
     no_script_ran,
     open_page,
+    running_console,
     screenshot,
     serve_conversations,
 )
@@ -116,6 +117,24 @@ async def test_the_token_stays_out_of_the_address_and_a_reload_keeps_the_session
     await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
     assert await page.evaluate("() => sessionStorage.length") == 0
     assert await page.locator("#audit-list li").count() == 0
+
+
+async def test_an_open_console_renews_its_token(
+    page: Page, make_settings, tmp_path, db: asyncpg.Connection
+):
+    """Tokens last ACCESS_TOKEN_EXPIRE_MINUTES (1 here): the console renews its own before
+    then (at most 2 minutes early), and after a reload, at once."""
+    async with running_console(make_settings, tmp_path, access_token_expire_minutes=1) as console:
+        admin_token = await account(console, db, console.admin_email)
+        await admin_page(page, console, admin_token)
+        kept = "() => sessionStorage.getItem('chat-admin:token')"
+        first = await page.evaluate(kept)
+        await page.wait_for_function(f"(first) => ({kept})() !== first", arg=first)
+        renewed = await page.evaluate(kept)
+        await page.reload()
+        await expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+        await page.wait_for_function(f"(t) => ({kept})() !== t", arg=renewed)
+        await open_page(page, "Audit log", "Audit log")
 
 
 # ---- the dashboard and the purge -------------------------------------------------------------

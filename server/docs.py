@@ -344,8 +344,67 @@ def _operator_paths() -> dict[str, Any]:
             )
         }
 
+    conversation_item = _obj(
+        ["id", "title", "user", "updated_at", "messages", "down_votes"],
+        id=INT,
+        title={"type": "string", "nullable": True},
+        user=user,
+        updated_at=TS,
+        messages=count,
+        down_votes=count,
+    )
+    conversation = _obj(
+        ["id", "title", "user", "messages"],
+        id=INT,
+        title={"type": "string", "nullable": True},
+        user=user,
+        messages={"type": "array", "items": _ref("HistoryItem")},
+    )
     array = {"type": "array"}
     return {
+        "/api/v1/admin/conversations": admin_get(
+            "Every user's conversations, most recently active first",
+            {**array, "items": conversation_item},
+            limit,
+            {
+                "name": "before",
+                "in": "query",
+                "description": "a conversation id: the conversations after it in this order",
+                "schema": {**INT64, "minimum": 1},
+            },
+            {
+                "name": "q",
+                "in": "query",
+                "description": "text in one of its messages (case ignored)",
+                "schema": {**TEXT, "maxLength": 4000},
+            },
+            {
+                "name": "user",
+                "in": "query",
+                "description": "the user's exact email (case ignored)",
+                "schema": {"type": "string", "format": "email", "pattern": NO_NUL},
+            },
+        ),
+        "/api/v1/admin/conversations/{id}": {
+            "get": _op(
+                "One conversation with its messages; the read is written to the audit log",
+                "admin",
+                {
+                    "200": _json(conversation, "The conversation"),
+                    "404": _json(_ref("Error"), "No such conversation"),
+                    **_errors(401, 403),
+                },
+                security=BEARER,
+                parameters=[
+                    {
+                        "name": "id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {**INT64, "minimum": 0},
+                    }
+                ],
+            )
+        },
         "/api/v1/admin/stats": admin_get("Figures of the last 24 hours", stats),
         "/api/v1/admin/unanswered": admin_get(
             "Questions whose reply had no source, grouped by text, most asked first",

@@ -9,8 +9,10 @@ from aiohttp import web
 
 from protocol import MAX_TEXT_CHARS
 from server import keys
+from server.auth.emails import EmailError, email_key
 from server.auth.guards import require_admin
 from server.db import operators as sql
+from server.db import queries
 from server.feedback import RATINGS
 from server.http import BIGINT_MAX, APIError, check_fields, json_response, query_int, read_json
 
@@ -18,6 +20,7 @@ routes = web.RouteTableDef()
 
 LIST_DEFAULT, LIST_MAX = 50, 100
 MAX_PASSAGES = 10
+MAX_MESSAGES = 2000  # a conversation read by an admin: its newest messages, at most
 
 
 def _limit(request: web.Request) -> int:
@@ -33,7 +36,7 @@ async def stats(request: web.Request) -> web.Response:
         {
             "connections": len(app[keys.CONNECTIONS]),
             "users": row["users"],
-            "guests": 0,  # no guest accounts exist on this server yet
+            "guests": row["guests"],
             "messages_24h": row["messages"],
             "unanswered_24h": row["unanswered"],
             "feedback_24h": {"up": row["up"], "down": row["down"]},
@@ -79,9 +82,65 @@ def _feedback_item(row: Any) -> dict[str, Any]:
         "question": row["question"],
         "reply": row["reply"],
         "sources": row["sources"] or [],
-        "user": {"id": row["user_id"], "email": row["email"], "is_guest": False},
+        "user": _user(row),
         "at": row["at"],
     }
+
+
+def _user(row: Any) -> dict[str, Any]:
+    return {"id": row["user_id"], "email": row["email"], "is_guest": row["is_guest"]}
+
+
+@routes.get("/api/v1/admin/conversations")
+async def conversations(request: web.Request) -> web.Response:
+    """Every user's conversations, most recently active first; `?q=` text in one of their
+    messages, `?user=` the exact email (case ignored), `?before=<id>` the page after it."""
+    await require_admin(request)
+    q = request.query.get("q") or None
+    if q is not None and (len(q) > MAX_TEXT_CHARS or "\x00" in q):
+        raise APIError(422, f"q: must be at most {MAX_TEXT_CHARS} characters, no NUL")
+    user = request.query.get("user") or None
+    try:
+        user_key = email_key(user) if user is not None else None
+    except EmailError as exc:
+        raise APIError(422, f"user: {exc}") from None
+    before = query_int(request, "before", None, 1, BIGINT_MAX)
+    rows = await sql.conversations(request.app[keys.POOL], q, user_key, _limit(request), before)
+    return json_response(
+        [
+            {
+                "id": r["id"],
+                "title": r["title"],
+                "user": _user(r),
+                "updated_at": r["updated_at"],
+                "messages": r["messages"],
+                "down_votes": r["down_votes"],
+            }
+            for r in rows
+        ]
+    )
+
+
+@routes.get("/api/v1/admin/conversations/{id:[0-9]+}")
+async def conversation(request: web.Request) -> web.Response:
+    """One conversation with every message (replies with sources and feedback), oldest
+    first; the read goes into the audit log."""
+    admin = await require_admin(request)
+    conversation_id = int(request.match_info["id"])
+    pool = request.app[keys.POOL]
+    row = await sql.conversation(pool, conversation_id) if conversation_id <= BIGINT_MAX else None
+    if row is None:
+        raise APIError(404, "no conversation has this id")
+    rows = await queries.history(pool, row["user_id"], MAX_MESSAGES, None, conversation_id)
+    await sql.record(pool, admin, "conversation read", str(conversation_id))
+    return json_response(
+        {
+            "id": row["id"],
+            "title": row["title"],
+            "user": _user(row),
+            "messages": [queries.history_item(r) for r in rows],
+        }
+    )
 
 
 @routes.post("/api/v1/admin/retrieve")

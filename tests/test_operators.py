@@ -40,6 +40,8 @@ ENDPOINTS = [
     ("GET", "/api/v1/admin/feedback"),
     ("POST", "/api/v1/admin/retrieve"),
     ("GET", "/api/v1/admin/audit"),
+    ("GET", "/api/v1/admin/conversations"),
+    ("GET", "/api/v1/admin/conversations/1"),
 ]
 
 
@@ -80,7 +82,7 @@ async def test_stats_count_the_last_day(kb_client, admin):
     after = await get(kb_client, admin, "/api/v1/admin/stats")
     await ws.close()
     assert after["users"] == before["users"] + 1
-    assert after["guests"] == 0
+    assert after["guests"] == before["guests"]
     assert after["messages_24h"] == before["messages_24h"] + 2
     assert after["unanswered_24h"] == before["unanswered_24h"] + 1
     assert after["feedback_24h"]["down"] == before["feedback_24h"]["down"] + 1
@@ -102,9 +104,8 @@ async def test_unanswered_questions_are_grouped_by_text(kb_client, admin):
     assert mine[0]["count"] == 3
     assert mine[0]["question"] == f"qwertyuiop {word}"  # the newest wording
     assert set(mine[0]) == {"question", "count", "last_asked", "conversation_id"}
-    # The newest asking's conversation, which the user can list.
-    resp = await kb_client.get("/api/v1/chat/conversations", headers=user)
-    assert mine[0]["conversation_id"] in [c["id"] for c in await resp.json()]
+    history = await get(kb_client, user, "/api/v1/chat/chat-history")
+    assert mine[0]["conversation_id"] == history[-1]["conversation_id"]
     counts = [item["count"] for item in found]
     assert counts == sorted(counts, reverse=True)
 
@@ -174,3 +175,70 @@ async def test_the_audit_log_records_edits_and_purges(kb_client, admin, admin_em
         (admin_email, "document added"),
     ]
     assert entries[1]["target"] == doc["id"]
+
+
+async def test_conversations_are_listed_searched_and_read(kb_client, admin, admin_email):
+    email, token, user_id = await signup(kb_client)
+    user = {"Authorization": f"Bearer {token}"}
+    word = uuid.uuid4().hex
+    first = await chat(kb_client, user, f"How do I care for a teapot? {word}")
+    resp = await kb_client.post("/api/v1/chat/conversations", json={}, headers=user)
+    second_id = (await resp.json())["id"]
+    body = {"message": "How do I descale the kettle?", "conversation_id": second_id}
+    second = await (await kb_client.post("/api/v1/chat/chat", json=body, headers=user)).json()
+    await kb_client.put(
+        f"/api/v1/chat/feedback/{second['reply_id']}", json={"rating": "down"}, headers=user
+    )
+
+    mine = await get(kb_client, admin, f"/api/v1/admin/conversations?user={email.upper()}")
+    assert [c["id"] for c in mine] == [second_id, first["conversation_id"]]
+    assert mine[0]["user"] == {"id": user_id, "email": email, "is_guest": False}
+    assert (mine[0]["messages"], mine[0]["down_votes"]) == (2, 1)
+    assert (mine[1]["messages"], mine[1]["down_votes"]) == (2, 0)
+    page = await get(
+        kb_client, admin, f"/api/v1/admin/conversations?user={email}&before={second_id}"
+    )
+    assert [c["id"] for c in page] == [first["conversation_id"]]
+    found = await get(kb_client, admin, f"/api/v1/admin/conversations?q={word.upper()}")
+    assert [c["id"] for c in found] == [first["conversation_id"]]
+
+    read = await get(kb_client, admin, f"/api/v1/admin/conversations/{second_id}")
+    assert read["id"] == second_id and read["user"]["email"] == email
+    question, reply = read["messages"]
+    assert question["message"] == "How do I descale the kettle?"
+    assert reply["sources"] and reply["feedback"] == "down"
+    entries = await get(kb_client, admin, "/api/v1/admin/audit?limit=1")
+    assert entries == [
+        {
+            "at": entries[0]["at"],
+            "admin": admin_email,
+            "action": "conversation read",
+            "target": str(second_id),
+        }
+    ]
+    missing = await kb_client.get("/api/v1/admin/conversations/999999999", headers=admin)
+    assert missing.status == 404
+    bad = await kb_client.get("/api/v1/admin/conversations?user=not-an-email", headers=admin)
+    assert bad.status == 422
+
+
+async def test_guests_are_counted_apart_and_marked(aiohttp_client, make_settings, db):
+    admin_email = unique_email("admin")
+    settings = make_settings(admin_emails=frozenset({admin_email}), allow_guests=True)
+    client = await aiohttp_client(create_app(settings))
+    admin = await verified_headers(client, db, admin_email)
+    before = await get(client, admin, "/api/v1/admin/stats")
+    resp = await client.post("/api/v1/auth/guest")
+    assert resp.status == 201
+    guest = {"Authorization": f"Bearer {(await resp.json())['access_token']}"}
+    answer = await chat(client, guest, "How do I embed the widget?")
+    url = f"/api/v1/chat/feedback/{answer['reply_id']}"
+    assert (await client.put(url, json={"rating": "up"}, headers=guest)).status == 200
+    after = await get(client, admin, "/api/v1/admin/stats")
+    assert (after["guests"], after["users"]) == (before["guests"] + 1, before["users"])
+    listed = await get(client, admin, "/api/v1/admin/feedback?rating=up&limit=100")
+    item = next(i for i in listed if i["reply_id"] == answer["reply_id"])
+    assert item["user"]["is_guest"] is True and item["user"]["email"] is None
+    convs = await get(client, admin, "/api/v1/admin/conversations?limit=100")
+    conv = next(c for c in convs if c["id"] == answer["conversation_id"])
+    assert conv["user"]["is_guest"] is True

@@ -13,10 +13,12 @@ _NO_SOURCE = "(r.sources IS NULL OR r.sources = '[]'::jsonb)"
 
 
 async def figures_24h(db: Executor) -> asyncpg.Record:
-    """users, messages_24h, unanswered_24h, feedback up and down of the last 24 hours."""
+    """users (accounts), guests, and the messages, unanswered questions and feedback up
+    and down of the last 24 hours."""
     return await db.fetchrow(
         "SELECT"
-        " (SELECT count(*) FROM users) AS users,"
+        " (SELECT count(*) FROM users WHERE NOT is_guest) AS users,"
+        " (SELECT count(*) FROM users WHERE is_guest) AS guests,"
         " (SELECT count(*) FROM chat_history"
         "   WHERE is_user_message AND \"timestamp\" > now() - interval '24 hours') AS messages,"
         " (SELECT count(*) FROM chat_history r"
@@ -54,7 +56,7 @@ async def feedback(
     return await db.fetch(
         "SELECT f.reply_id, f.rating, f.comment, f.updated_at AS at,"
         " q.message AS question, r.message AS reply, r.sources,"
-        " u.id AS user_id, u.email"
+        " u.id AS user_id, u.email, u.is_guest"
         " FROM feedback f"
         " JOIN chat_history r ON r.id = f.reply_id"
         " LEFT JOIN chat_history q ON q.id = r.reply_to"
@@ -83,4 +85,37 @@ async def record(db: Executor, admin: Any, action: str, target: str | None) -> N
 async def audit(db: Executor, limit: int) -> list[asyncpg.Record]:
     return await db.fetch(
         "SELECT at, admin_email, action, target FROM audit_log ORDER BY id DESC LIMIT $1", limit
+    )
+
+
+async def conversations(
+    db: Executor, q: str | None, user_key: str | None, limit: int, before: int | None
+) -> list[asyncpg.Record]:
+    """Every user's conversations, most recently active first: those with `q` in one of
+    their messages (case ignored), of the user whose email key is `user_key`, after
+    conversation `before` in that order."""
+    return await db.fetch(
+        "SELECT c.id, c.title, c.updated_at, u.id AS user_id, u.email, u.is_guest,"
+        " (SELECT count(*) FROM chat_history h WHERE h.conversation_id = c.id) AS messages,"
+        " (SELECT count(*) FROM feedback f JOIN chat_history h ON h.id = f.reply_id"
+        "   WHERE h.conversation_id = c.id AND f.rating = 'down') AS down_votes"
+        " FROM conversations c JOIN users u ON u.id = c.user_id"
+        " WHERE ($1::text IS NULL OR EXISTS (SELECT 1 FROM chat_history h"
+        "   WHERE h.conversation_id = c.id AND strpos(lower(h.message), lower($1)) > 0))"
+        " AND ($2::text IS NULL OR u.email_key = $2)"
+        " AND ($4::bigint IS NULL OR (c.updated_at, c.id) <"
+        "   (SELECT updated_at, id FROM conversations WHERE id = $4))"
+        " ORDER BY c.updated_at DESC, c.id DESC LIMIT $3",
+        q,
+        user_key,
+        limit,
+        before,
+    )
+
+
+async def conversation(db: Executor, conversation_id: int) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        "SELECT c.id, c.title, c.updated_at, u.id AS user_id, u.email, u.is_guest"
+        " FROM conversations c JOIN users u ON u.id = c.user_id WHERE c.id = $1",
+        conversation_id,
     )

@@ -34,3 +34,24 @@ async def test_the_widget_in_its_host_page(
     await wait_reply(frame, turn)
     await expect(frame.locator(".turn .sources").first).to_be_visible()
     await assert_accessible(frame, "panel: a reply with its sources")
+
+
+async def test_the_conversation_list_and_a_guest(page: Page, serve_chat, host_site: HostSite):
+    async with serve_chat(allow_guests=True) as server:
+        await page.goto(f"{host_site.origin}/index")
+        frame = await open_widget(page, server)
+        await frame.locator("#chat").wait_for()
+        await expect(frame.locator("#guest-notice")).to_be_visible()
+        question = "What does HISTORY_RETENTION_DAYS do?"
+        turn = await ask(frame, question)
+        await wait_reply(frame, turn)
+        await assert_accessible(frame, "panel: a guest's chat")
+
+        await frame.get_by_role("button", name="Conversations").click()
+        await expect(frame.locator(".conv .conv-open")).to_have_count(1)
+        await assert_accessible(frame, "panel: the conversation list")
+        await frame.get_by_role(
+            "button", name="Rename “What does HISTORY_RETENTION_DAYS do?”"
+        ).click()
+        await expect(frame.get_by_label("New title")).to_be_visible()
+        await assert_accessible(frame, "panel: renaming a conversation")

@@ -99,7 +99,7 @@ async def conversations(request: web.Request) -> web.Response:
     q = request.query.get("q") or None
     if q is not None and (len(q) > MAX_TEXT_CHARS or "\x00" in q):
         raise APIError(422, f"q: must be at most {MAX_TEXT_CHARS} characters, no NUL")
-    user = request.query.get("user") or None
+    user = request.query.get("user")  # present but empty is no address: 422
     try:
         user_key = email_key(user) if user is not None else None
     except EmailError as exc:

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .knowledge import Passage
@@ -45,7 +44,7 @@ BATCH_SIZE = 16
 # Fusion defaults, chosen by 5-fold cross-validation on the "tune" half of the SQuAD
 # set (bench/retrieval_eval.py --cv) and, for the threshold, on SQuAD questions asked
 # of the shipped knowledge base (none of them is about it); see the README.
-DEFAULT_SEMANTIC_WEIGHT = 0.7
+DEFAULT_SEMANTIC_WEIGHT = 0.6
 # 0.3: 5 of 1,044 SQuAD questions (0.5 %) find a passage of the shipped knowledge base,
 # none of them being about it (BM25F alone: 2.6 %), while 98 % of SQuAD questions
 # reach this similarity with their own paragraph.
@@ -239,9 +238,14 @@ class HybridIndex:
     long passage with one answering sentence is not diluted. A passage is found when
     BM25F finds it (its own thresholds) or when that similarity is at least
     ``min_similarity``. Found passages rank by
-    ``(1 - w) * bm25 / idf_mass(question) + w * similarity`` (``w`` is
-    ``semantic_weight``): dividing by the question's idf mass turns BM25F's score
-    into about the share of the question the passage matches, on the cosine's scale.
+    ``(1 - w) * bm25 / idf_mass(question) + w * similarity``: dividing by the
+    question's idf mass puts BM25F's score on about the cosine's scale.
+
+    ``w`` depends on the question: ``semantic_weight + (1 - semantic_weight) * (1 -
+    c)``, with ``c`` the largest share of the question's idf mass that one of the
+    best BM25F hits matches. A question whose rare words the passages contain (most
+    SQuAD questions) is ranked mostly by BM25F; one that shares only a common word
+    with them (a visitor's paraphrase) mostly by meaning.
     """
 
     lexical: Index
@@ -250,7 +254,6 @@ class HybridIndex:
     sentence_owner: Any = field(repr=False)  # numpy int (sentences,): the passage row
     semantic_weight: float = DEFAULT_SEMANTIC_WEIGHT
     min_similarity: float = DEFAULT_MIN_SIMILARITY
-    _positions: Mapping[str, int] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
@@ -273,7 +276,6 @@ class HybridIndex:
         texts += [f"{passages[n].topic}. {s}" for n, s in sentences]
         vectors = embed(texts) if texts else np.zeros((0, 384), dtype=np.float32)
         owner = np.array([n for n, _ in sentences], dtype=np.int64)
-        positions = MappingProxyType({p.id: n for n, p in enumerate(passages)})
         return cls(
             lexical,
             vectors[: len(passages)],
@@ -281,7 +283,6 @@ class HybridIndex:
             owner,
             semantic_weight,
             min_similarity,
-            positions,
         )
 
     def __len__(self) -> int:
@@ -305,12 +306,13 @@ class HybridIndex:
         if k <= 0 or not self.passages:
             return []
         similarity = self.similarity(query_vector)
-        w = self.semantic_weight
         lexical = self.lexical.search(query, CANDIDATES)
         mass = self.lexical.idf_mass(query) or 1.0
+        matched = max((self.lexical.coverage(query, h.passage) for h in lexical[:5]), default=0.0)
+        w = self.semantic_weight + (1 - self.semantic_weight) * (1 - matched)
         fused: dict[int, float] = {}
         for hit in lexical:
-            i = self._positions[hit.passage.id]
+            i = self.lexical.position(hit.passage)
             fused[i] = (1 - w) * hit.score / mass + w * float(similarity[i])
         many = min(CANDIDATES, len(similarity))
         nearest = similarity.argpartition(-many)[-many:]

@@ -247,3 +247,14 @@ def test_retrieval_eval_names_a_missing_data_folder(tmp_path: Path) -> None:
     bench = load_eval_script()
     with pytest.raises(FileNotFoundError, match="retrieval-eval data not found"):
         bench.load_eval(tmp_path)
+
+
+def test_coverage_is_the_share_of_the_question_a_passage_matches(index: Index) -> None:
+    purge, runs = index.passages[1], index.passages[2]
+    assert index.position(runs) == 2
+    assert index.coverage("purge job schedule", runs) == pytest.approx(1.0)
+    partial = index.coverage("purge job schedule", purge)
+    assert 0 < partial < 1
+    assert index.coverage("zebras", purge) == 0.0  # an unknown word weighs, unmatched
+    assert index.coverage("the of", purge) == 0.0
+    assert index.idf_mass("purge purge") == pytest.approx(index.idf_mass("purge"))

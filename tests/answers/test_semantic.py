@@ -154,6 +154,27 @@ def test_off_topic_questions_find_nothing(shipped: HybridIndex, embedder: Embedd
         assert search(shipped, embedder, question) == [], question
 
 
+def test_a_question_bm25f_matches_well_is_ranked_mostly_by_bm25f(
+    shipped: HybridIndex, embedder: Embedder
+) -> None:
+    # The same word-for-word question: with semantic_weight 0, a full lexical match
+    # leaves the order to BM25F; a question sharing no word is ranked by meaning alone.
+    question = "nginx proxy_read_timeout proxy_buffering"
+    vector = embedder.embed([question])[0]
+    lexical_first = dataclasses.replace(shipped, semantic_weight=0.0)
+    top = shipped.lexical.search(question)[0].passage
+    assert shipped.lexical.coverage(question, top) == pytest.approx(1.0)
+    assert lexical_first.search(question, vector)[0].passage == top
+    paraphrase = "How often does the cleanup happen?"
+    assert lexical_first.lexical.search(paraphrase) == []
+    hits = lexical_first.search(paraphrase, embedder.embed([paraphrase])[0])
+    similarity = lexical_first.similarity(embedder.embed([paraphrase])[0])
+    assert [h.score for h in hits] == sorted(
+        (float(similarity[lexical_first.lexical.position(h.passage)]) for h in hits),
+        reverse=True,
+    )
+
+
 def test_the_weight_moves_between_the_two(shipped: HybridIndex, embedder: Embedder) -> None:
     question = "How do I embed the widget on my site?"
     vector = embedder.embed([question])[0]

@@ -361,9 +361,22 @@ function feedbackText(feedback) {
   return `The visitor ${word} this answer${comment ? `: “${comment}”` : "."}`;
 }
 
+let conversationToOpen = null; // what another page asked this one to show
+
 async function renderConversations() {
   $("conversation").hidden = true;
   await searchConversations();
+  if (conversationToOpen !== null) {
+    const id = conversationToOpen;
+    conversationToOpen = null;
+    await openConversation(id);
+  }
+}
+
+function showConversation(id) {
+  conversationToOpen = id;
+  if (location.hash === "#conversations") route();
+  else location.hash = "#conversations";
 }
 
 async function searchConversations() {
@@ -475,13 +488,23 @@ async function renderUnanswered() {
         attrs: { type: "button" },
       });
       write.addEventListener("click", () => draftFor(row.question));
+      const buttons = el("div", { class: "buttons" }, write);
+      if (row.conversation_id !== null && row.conversation_id !== undefined) {
+        const read = el("button", {
+          class: "quiet",
+          text: "Read the conversation",
+          attrs: { type: "button" },
+        });
+        read.addEventListener("click", () => showConversation(row.conversation_id));
+        buttons.append(read);
+      }
       const times = row.count === 1 ? "once" : `${row.count} times`;
       return el(
         "li",
         { class: "item" },
         el("p", { class: "text", text: row.question }),
         el("p", { class: "meta", text: `Asked ${times}, last ${when(row.last_asked)}` }),
-        write,
+        buttons,
       );
     },
   );

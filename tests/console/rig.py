@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from playwright.async_api import Page, Route, expect
+from playwright.async_api import Page, expect
 
 from server.settings import Settings
 from tests.accounts import PASSWORD, unique_email
@@ -142,56 +142,3 @@ async def chat(console: Console, token: str, message: str) -> dict[str, Any]:
 async def no_script_ran(page: Page) -> None:
     assert await page.evaluate("() => [window.__pwned, window.__hacked]") == [None, None]
     assert await page.locator("main img, main svg").count() == 0
-
-
-# GET /api/v1/admin/conversations[/{id}] are the contract's, not yet served here: the pages
-# that use them are tested against the contract's shapes, through the browser's own
-# request routing (the rest of the page talks to the real server).
-
-CONVERSATIONS = [
-    {
-        "id": 7,
-        "title": f"Teapots {PWN_IMG}",
-        "user": {"id": 3, "email": "ann@example.com", "is_guest": False},
-        "updated_at": "2026-12-04T10:00:00Z",
-        "messages": 2,
-        "down_votes": 1,
-    },
-    {
-        "id": 8,
-        "title": None,
-        "user": {"id": 4, "email": None, "is_guest": True},
-        "updated_at": "2026-12-03T10:00:00Z",
-        "messages": 0,
-        "down_votes": 0,
-    },
-]
-CONVERSATION = {
-    "id": 7,
-    "title": CONVERSATIONS[0]["title"],
-    "user": CONVERSATIONS[0]["user"],
-    "messages": [
-        {
-            "id": 100,
-            "message": f"How do I care for a teapot? {PWN_IMG}",
-            "is_user_message": True,
-            "timestamp": "2026-12-04T09:59:00Z",
-        },
-        {
-            "id": 101,
-            "message": "Rinse the teapot with hot water.",
-            "is_user_message": False,
-            "timestamp": "2026-12-04T10:00:00Z",
-            "reply_to": 100,
-            "sources": [{"id": "teapots#1", "topic": "Teapot care", "score": 2.5}],
-            "feedback": "down",
-        },
-    ],
-}
-
-
-async def serve_conversations(route: Route) -> None:
-    """The contract's answers: the list, or one conversation."""
-    assert route.request.headers.get("authorization", "").startswith("Bearer ")
-    listing = route.request.url.split("?")[0].endswith("/conversations")
-    await route.fulfill(json=CONVERSATIONS if listing else CONVERSATION)

@@ -10,10 +10,7 @@ from playwright.async_api import Page, Route, expect
 
 from server.static import NO_FRAMING
 from tests.accounts import unique_email
-from tests.answers.test_admin import eventually
 from tests.console.rig import (
-    CONVERSATION,
-    CONVERSATIONS,
     PWN_IMG,
     PWN_SVG,
     XSS_DOC,
@@ -27,9 +24,7 @@ from tests.console.rig import (
     open_page,
     running_console,
     screenshot,
-    serve_conversations,
 )
-from tests.widget.browser import TIMEOUT_MS
 
 ADMIN_API = "/api/v1/admin/"
 SAMOVAR = re.compile(r"^samovar(#\d+)?$")  # the document, or one of its passages
@@ -281,6 +276,13 @@ async def test_an_unanswered_question_opens_the_form_to_write_its_document(
     await expect(item).to_contain_text("Asked 2 times")
     await screenshot(page, "unanswered")
 
+    # The conversation it was last asked in is a click away.
+    await item.get_by_role("button", name="Read the conversation").click()
+    await expect(page.get_by_role("heading", name="Conversations")).to_be_visible()
+    asked = page.locator("#conversation-messages > li.question")
+    await expect(asked.last).to_contain_text(f"what  IS {word}?")
+    await open_page(page, "Unanswered", "Unanswered questions")
+
     await item.get_by_role("button", name="Write the missing document").click()
     await expect(page.get_by_role("heading", name="Knowledge base")).to_be_visible()
     assert page.url.endswith("#knowledge")
@@ -361,46 +363,75 @@ async def test_html_from_the_server_is_shown_as_text(
 
 
 # ---- conversations ------------------------------------------------------------------------------
-#
-# GET /api/v1/admin/conversations[/{id}] are the contract's, not yet served here: the page
-# is tested against the contract's shapes through the browser's own request routing (the
-# rest of the page talks to the real server), and shows "not available" while they 404.
 
 
-async def test_conversations_search_and_read_one(page: Page, console: Console, admin_token: str):
-    asked: list[str] = []
+async def test_conversations_search_and_read_one(
+    page: Page, console: Console, admin_token: str, db: asyncpg.Connection
+):
+    email = unique_email("visitor")
+    visitor = await account(console, db, email)
+    question = "How do I care for a teapot?"
+    first = await chat(console, visitor, question)
+    assert first["sources"], first
+    await console.api(
+        "PUT", f"/api/v1/chat/feedback/{first['reply_id']}", visitor, {"rating": "down"}
+    )
+    kettles_title = f"Kettles {uuid.uuid4().hex[:6]} {PWN_SVG}"
+    kettles = await console.api(
+        "POST", "/api/v1/chat/conversations", visitor, {"title": kettles_title}
+    )
+    await console.api(
+        "POST",
+        "/api/v1/chat/chat",
+        visitor,
+        {"message": "How do I descale a kettle?", "conversation_id": kettles["id"]},
+    )
 
-    async def conversations(route: Route) -> None:
-        asked.append(route.request.url)
-        await serve_conversations(route)
-
-    await page.route("**/api/v1/admin/conversations**", conversations)
     await admin_page(page, console, admin_token)
     await open_page(page, "Conversations", "Conversations")
     items = page.locator("#conversation-list > li")
-    await expect(items).to_have_count(2)
-    await expect(items.nth(0)).to_contain_text("ann@example.com · 2 messages, 1 disliked")
-    await expect(items.nth(1)).to_contain_text("Untitled conversation")
-    await expect(items.nth(1)).to_contain_text("guest #4")
-
-    await field(page, "Text in its messages").fill("teapot & kettle")
-    await field(page, "User's email").fill("ann@example.com")
+    await expect(items.first).to_be_visible()
+    # By the user's email (case ignored): both, most recently active first.
+    await field(page, "User's email").fill(email.upper())
     await page.get_by_role("button", name="Search").click()
-    await eventually(lambda: len(asked) > 1, TIMEOUT_MS / 1000)
-    assert "q=teapot+%26+kettle" in asked[-1] and "user=ann%40example.com" in asked[-1]
+    await expect(items).to_have_count(2)
+    await expect(items.nth(0).get_by_role("button")).to_have_text(kettles_title)
+    await expect(items.nth(0)).to_contain_text(f"{email} · 2 messages ·")
+    await expect(items.nth(1)).to_contain_text(f"{email} · 2 messages, 1 disliked")
+    # And by text in its messages: only the first.
+    await field(page, "Text in its messages").fill("TEAPOT")
+    await page.get_by_role("button", name="Search").click()
+    await expect(items).to_have_count(1)
+    await expect(items.first.get_by_role("button")).to_have_text(question)
 
-    await page.get_by_role("button", name=CONVERSATIONS[0]["title"]).click()
+    await items.first.get_by_role("button").click()
     shown = page.locator("#conversation")
-    await expect(shown.get_by_role("heading", level=2)).to_have_text(CONVERSATIONS[0]["title"])
+    await expect(shown.get_by_role("heading", level=2)).to_have_text(question)
+    await expect(shown.locator("#conversation-user")).to_have_text(f"With {email}")
     messages = shown.locator("#conversation-messages > li")
     await expect(messages).to_have_count(2)
-    await expect(messages.nth(0)).to_contain_text(CONVERSATION["messages"][0]["message"])
-    await expect(messages.nth(1).locator(".sources")).to_contain_text("Teapot care (teapots#1)")
-    await expect(messages.nth(1).locator(".sources")).to_contain_text("score 2.5")
+    await expect(messages.nth(0)).to_contain_text(question)
+    await expect(messages.nth(1)).to_contain_text(first["response"][:40])
+    sources = messages.nth(1).locator(".sources")
+    await expect(sources).to_contain_text("Teapot care (teapots")
+    shown_score = re.search(r"score ([\d.]+)", await sources.locator("li").first.inner_text())
+    assert shown_score and float(shown_score[1]) == first["sources"][0]["score"]
     await expect(messages.nth(1)).to_contain_text("The visitor disliked this answer.")
-    assert asked[-1].endswith("/api/v1/admin/conversations/7")
     await no_script_ran(page)
     await screenshot(page, "conversations")
+
+    # The read is in the audit log.
+    await open_page(page, "Audit log", "Audit log")
+    conversation_id = await db.fetchval(
+        "SELECT conversation_id FROM chat_history WHERE id = $1", first["message_id"]
+    )
+    await expect(page.locator("#audit-list > li").first).to_contain_text(
+        f"conversation read: {conversation_id}"
+    )
+
+
+# A server without the conversations endpoints (older than them) answers 404 there: the
+# page says so, through the browser's own request routing.
 
 
 async def test_conversations_not_available_while_the_endpoint_is_missing(

@@ -13,7 +13,6 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.accounts import PASSWORD, unique_email
-from tests.axe import assert_accessible
 from tests.widget.browser import (
     ChatServer,
     HostSite,
@@ -57,7 +56,6 @@ async def test_a_guest_asks_signs_up_reloads_and_keeps_the_conversation(
     await expect(frame.locator("#who")).to_have_text("Guest")
     turn = await ask(frame, "How do I embed the widget on my site?")
     assert await wait_reply(frame, turn) == "stop"
-    await assert_accessible(frame, "panel: a guest's chat")
 
     await frame.get_by_role("button", name="Sign up to keep this conversation").click()
     await frame.locator("#auth").wait_for()
@@ -103,7 +101,6 @@ async def test_two_conversations_stay_apart(
     await frame.get_by_role("button", name="Conversations").click()
     items = frame.locator(".conv .conv-open")
     await expect(items).to_have_count(2)
-    await assert_accessible(frame, "panel: the conversation list")
     assert await items.all_inner_texts() == [
         "How do I embed the widget on my site?",
         "What does HISTORY_RETENTION_DAYS do?",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -41,13 +40,33 @@ class Connection:
     control frames (ping, pong, close) whole and at once too.
     """
 
+    # Slots: one of these per open socket (memory per idle connection, issue 14).
+    __slots__ = (
+        "_behind",
+        "_buffer",
+        "_closer",
+        "_writer",
+        "closing",
+        "expires_at",
+        "generation",
+        "last_reply",
+        "last_seen",
+        "replies_queued",
+        "sent",
+        "transport",
+        "user_id",
+        "ws",
+    )
+
     def __init__(
         self, ws: web.WebSocketResponse, user_id: int, transport: asyncio.Transport | None
     ) -> None:
         self.ws = ws
         self.user_id = user_id
         self.transport = transport
-        self._buffer: deque[bytes] = deque()
+        # A list, swapped out whole by the writer: an empty deque takes 624 bytes, an
+        # empty list 56, on every idle connection.
+        self._buffer: list[bytes] = []
         self._behind = 0
         self._writer: asyncio.Task[None] | None = None
         self.closing = False
@@ -84,9 +103,9 @@ class Connection:
             self._writer = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
-        buffer, transport = self._buffer, self.transport
+        transport = self.transport
         try:
-            while buffer:
+            while self._buffer:
                 if self.ws.closed or transport is None or transport.is_closing():
                     raise ConnectionResetError("the connection is closing")
                 # Above the transport's high-water mark the peer is slow: wait for it
@@ -94,9 +113,9 @@ class Connection:
                 if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                     await asyncio.sleep(WRITE_WAIT_S)
                     continue
+                frames, self._buffer = self._buffer, []
                 parts = []
-                while buffer:
-                    frame = buffer.popleft()
+                for frame in frames:
                     parts.append(text_frame_header(len(frame)))
                     parts.append(frame)
                 self._behind = 0
@@ -104,7 +123,7 @@ class Connection:
                 await asyncio.sleep(0)
         except (ConnectionError, RuntimeError):
             self.closing = True
-            buffer.clear()
+            self._buffer.clear()
         finally:
             self._writer = None
 

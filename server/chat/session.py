@@ -60,6 +60,20 @@ async def refuse(ws: web.WebSocketResponse, code: ErrorCode, message: str, close
 class Session:
     """An authenticated connection's frame handling."""
 
+    __slots__ = (
+        "_beat_timer",
+        "_expiry_timer",
+        "_next_ping",
+        "_pinging",
+        "app",
+        "claims",
+        "conn",
+        "connections",
+        "replies",
+        "user_id",
+        "ws",
+    )
+
     def __init__(
         self,
         app: web.Application,
@@ -74,7 +88,12 @@ class Session:
         self.replies = app[keys.REPLIES]
         self.connections = app[keys.CONNECTIONS]
         self.conn = Connection(ws, claims.user_id, transport)
-        self._timers: list[asyncio.Task[None]] = []
+        # Timers, not tasks: an idle connection holds two timer handles, not two
+        # suspended coroutines (memory per idle connection, issue 14).
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._beat_timer: asyncio.TimerHandle | None = None
+        self._next_ping = 0.0
+        self._pinging: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         app, ws, conn = self.app, self.ws, self.conn
@@ -104,15 +123,17 @@ class Session:
                 )
             )
             self._watch_expiry(self.claims)
-            self._timers.append(asyncio.create_task(self._heartbeat()))
+            self._next_ping = time.monotonic() + PING_EVERY_S
+            self._beat()
             await self._read_loop()
             await conn.closed()
         finally:
             conn.closing = True
             self.connections.remove(conn)
             self.replies.unfollow(conn)
-            for timer in self._timers:
-                timer.cancel()
+            for timer in (self._expiry_timer, self._beat_timer):
+                if timer is not None:
+                    timer.cancel()
 
     async def _read_loop(self) -> None:
         ws, conn = self.ws, self.conn
@@ -257,37 +278,45 @@ class Session:
 
     def _watch_expiry(self, claims: Claims) -> None:
         self.claims = claims
-        self._timers = [t for t in self._timers if not t.done()]
-        for timer in self._timers:
-            if timer.get_name() == "expiry":
-                timer.cancel()
-        self._timers.append(asyncio.create_task(self._expiry(claims), name="expiry"))
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        left = claims.expires_at - self.app[keys.TOKENS].clock()
+        warn_in = max(0.0, left - min(EXPIRY_WARNING_S, left / 10))
+        loop = asyncio.get_running_loop()
+        self._expiry_timer = loop.call_later(warn_in, self._expiry_warning, claims)
 
-    async def _expiry(self, claims: Claims) -> None:
-        clock = self.app[keys.TOKENS].clock
-        left = claims.expires_at - clock()
-        warn_at = max(0.0, left - min(EXPIRY_WARNING_S, left / 10))
-        await asyncio.sleep(warn_at)
+    def _expiry_warning(self, claims: Claims) -> None:
         self._error(None, ErrorCode.TOKEN_EXPIRED, "the token expires soon; send a fresh auth")
-        await asyncio.sleep(max(0.0, claims.expires_at - clock()))
+        left = claims.expires_at - self.app[keys.TOKENS].clock()
+        loop = asyncio.get_running_loop()
+        self._expiry_timer = loop.call_later(max(0.0, left), self._expired, claims)
+
+    def _expired(self, claims: Claims) -> None:
         if self.claims is claims:
             self._error(None, ErrorCode.TOKEN_EXPIRED, "the token expired")
             self.conn.close_soon(CloseCode.AUTH_FAILED, "token expired")
 
-    async def _heartbeat(self) -> None:
+    def _beat(self) -> None:
         """Ping every 25 s; drop a peer that has sent nothing (pongs included) for 60 s,
-        at 60 s and not at the next ping after it."""
-        next_ping = time.monotonic() + PING_EVERY_S
-        while not self.ws.closed:
-            drop_at = self.conn.last_seen + SILENT_LIMIT_S
-            await asyncio.sleep(max(0.0, min(next_ping, drop_at) - time.monotonic()))
-            now = time.monotonic()
-            if now - self.conn.last_seen >= SILENT_LIMIT_S:
-                self.conn.close_soon(CloseCode.POLICY, "no sign of life for 60 s")
-                return
-            if now >= next_ping:
-                next_ping = now + PING_EVERY_S
-                try:
-                    await self.ws.ping()
-                except (ConnectionError, RuntimeError):
-                    return
+        at 60 s and not at the next ping after it. Runs as a timer callback."""
+        if self.ws.closed:
+            return
+        now = time.monotonic()
+        if now - self.conn.last_seen >= SILENT_LIMIT_S:
+            self.conn.close_soon(CloseCode.POLICY, "no sign of life for 60 s")
+            return
+        if now >= self._next_ping:
+            self._next_ping = now + PING_EVERY_S
+            self._pinging = asyncio.create_task(self._ping())
+        wake = min(self._next_ping, self.conn.last_seen + SILENT_LIMIT_S)
+        self._beat_timer = asyncio.get_running_loop().call_later(
+            max(0.0, wake - time.monotonic()), self._beat
+        )
+
+    async def _ping(self) -> None:
+        try:
+            await self.ws.ping()
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            self._pinging = None

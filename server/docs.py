@@ -264,13 +264,25 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
+def _limit(maximum: int, default: int, name: str = "limit") -> dict[str, Any]:
+    """A query parameter: how many items, 1 to `maximum`."""
+    schema = {"type": "integer", "minimum": 1, "maximum": maximum, "default": default}
+    return {"name": name, "in": "query", "schema": schema}
+
+
+def _before(description: str) -> dict[str, Any]:
+    """The paging parameter `before`: an id, the items after it in the list's order."""
+    return {
+        "name": "before",
+        "in": "query",
+        "description": description,
+        "schema": {**INT64, "minimum": 1},
+    }
+
+
 def _operator_paths() -> dict[str, Any]:
     """The operators' endpoints (server/operators.py); admins only."""
-    limit = {
-        "name": "limit",
-        "in": "query",
-        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
-    }
+    limit = _limit(100, 50)
     count = {"type": "integer", "minimum": 0}
     user = _obj(
         ["id", "email", "is_guest"],
@@ -366,12 +378,7 @@ def _operator_paths() -> dict[str, Any]:
             "Every user's conversations, most recently active first",
             {**array, "items": conversation_item},
             limit,
-            {
-                "name": "before",
-                "in": "query",
-                "description": "a conversation id: the conversations after it in this order",
-                "schema": {**INT64, "minimum": 1},
-            },
+            _before("a conversation id: the conversations after it in this order"),
             {
                 "name": "q",
                 "in": "query",
@@ -409,11 +416,7 @@ def _operator_paths() -> dict[str, Any]:
         "/api/v1/admin/unanswered": admin_get(
             "Questions whose reply had no source, grouped by text, most asked first",
             {**array, "items": unanswered},
-            {
-                "name": "days",
-                "in": "query",
-                "schema": {"type": "integer", "minimum": 1, "maximum": 3650, "default": 7},
-            },
+            _limit(3650, 7, "days"),
             limit,
         ),
         "/api/v1/admin/feedback": admin_get(
@@ -421,12 +424,7 @@ def _operator_paths() -> dict[str, Any]:
             {**array, "items": feedback_item},
             {"name": "rating", "in": "query", "schema": {"type": "string", "enum": ["up", "down"]}},
             limit,
-            {
-                "name": "before",
-                "in": "query",
-                "description": "a reply_id: the ratings older than that one's",
-                "schema": {**INT64, "minimum": 1},
-            },
+            _before("a reply_id: the ratings older than that one's"),
         ),
         "/api/v1/admin/retrieve": {
             "post": _op(
@@ -573,17 +571,8 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                 },
                 security=BEARER,
                 parameters=[
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
-                    },
-                    {
-                        "name": "before",
-                        "in": "query",
-                        "description": "only messages with a smaller id (exclusive)",
-                        "schema": {**INT64, "minimum": 1},
-                    },
+                    _limit(500, 50),
+                    _before("only messages with a smaller id (exclusive)"),
                     {
                         "name": "conversation_id",
                         "in": "query",
@@ -641,18 +630,11 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
                 },
                 security=BEARER,
                 parameters=[
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-                    },
-                    {
-                        "name": "before",
-                        "in": "query",
-                        "description": "the conversations after this one in the order "
-                        "(404 if it is not the caller's)",
-                        "schema": {**INT64, "minimum": 1},
-                    },
+                    _limit(100, 20),
+                    _before(
+                        "the conversations after this one in the order "
+                        "(404 if it is not the caller's)"
+                    ),
                 ],
             ),
             "post": _op(

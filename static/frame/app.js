@@ -561,6 +561,8 @@ async function loadHistory() {
       const reply = ensureReply(id);
       if (!reply.done) {
         reply.sources = row.sources || [];
+        reply.replyId = row.id;
+        reply.feedback = row.feedback || null;
         finishReply(reply, row.message, row.finish_reason || "stop", false);
       }
     }
@@ -624,7 +626,10 @@ function ensureReply(id) {
   const atEnd = nearEnd();
   if (msg) msg.turn.append(bubble);
   else $("log").append(bubble);
-  reply = { id, text: "", seq: -1, sources: null, done: false, finish: null, bubble, body, live: false };
+  reply = {
+    id, text: "", seq: -1, sources: null, done: false, finish: null, bubble, body, live: false,
+    replyId: null, feedback: null,
+  };
   state.replies.set(id, reply);
   scrollToEnd(atEnd);
   updateStop();
@@ -656,8 +661,70 @@ function renderReply(reply) {
     box.append(list);
     reply.bubble.append(box);
   }
+  reply.bubble.querySelector(".rate")?.remove();
+  if (reply.done && reply.replyId && reply.text) reply.bubble.append(ratingBar(reply));
   reply.bubble.dataset.state = reply.done ? reply.finish : reply.text ? "streaming" : "waiting";
   scrollToEnd(atEnd);
+}
+
+// ---- feedback: thumbs up or down under a finished reply, a comment after a thumbs down --
+
+function ratingBar(reply) {
+  const bar = el("div", "rate");
+  bar.setAttribute("role", "group");
+  bar.setAttribute("aria-label", "Rate this answer");
+  for (const [rating, symbol, label] of [
+    ["up", "👍", "Helpful"],
+    ["down", "👎", "Not helpful"],
+  ]) {
+    const button = el("button", `thumb ${rating}`, symbol);
+    button.type = "button";
+    button.setAttribute("aria-label", label);
+    button.setAttribute("aria-pressed", String(reply.feedback === rating));
+    button.addEventListener("click", () => rate(reply, reply.feedback === rating ? null : rating));
+    bar.append(button);
+  }
+  if (reply.askComment) bar.append(commentForm(reply));
+  return bar;
+}
+
+function commentForm(reply) {
+  const form = el("form", "comment");
+  const input = el("input");
+  input.type = "text";
+  input.maxLength = 1000;
+  input.placeholder = "What was missing? (optional)";
+  input.setAttribute("aria-label", "What was missing? (optional)");
+  const send = el("button", null, "Send");
+  send.type = "submit";
+  form.append(input, send);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    rate(reply, "down", input.value.trim() || null);
+  });
+  return form;
+}
+
+async function rate(reply, rating, comment) {
+  const path = `/api/v1/chat/feedback/${reply.replyId}`;
+  const before = reply.feedback;
+  reply.feedback = rating;
+  reply.askComment = rating === "down" && comment === undefined;
+  renderReply(reply);
+  const focus = reply.askComment
+    ? reply.bubble.querySelector(".comment input")
+    : reply.bubble.querySelector(`.thumb.${rating || before}`);
+  focus?.focus();
+  try {
+    if (rating === null) await api("DELETE", path);
+    else await api("PUT", path, comment ? { rating, comment } : { rating });
+    if (comment !== undefined) $("announcer").textContent = "Thank you for the feedback.";
+  } catch (err) {
+    reply.feedback = before;
+    reply.askComment = false;
+    renderReply(reply);
+    $("announcer").textContent = `The rating was not saved: ${err.message}`;
+  }
 }
 
 function finishReply(reply, text, finish, announce) {
@@ -756,6 +823,7 @@ function handleFrame(frame) {
     case "end": {
       if (!state.messages.has(frame.id)) return undefined;
       const reply = ensureReply(frame.id);
+      reply.replyId = frame.message_id || null;
       return finishReply(reply, frame.text, frame.finish_reason, true);
     }
     case "error":

@@ -53,8 +53,6 @@ async def put_feedback(request: web.Request) -> web.Response:
 async def delete_feedback(request: web.Request) -> web.Response:
     user = await current_user(request)
     reply_id = _reply_id(request)
-    pool = request.app[keys.POOL]
-    if not await queries.is_reply_of(pool, user["id"], reply_id):
+    if not await queries.delete_feedback(request.app[keys.POOL], user["id"], reply_id):
         raise APIError(404, NOT_YOURS)
-    await queries.delete_feedback(pool, user["id"], reply_id)
     return json_response({"reply_id": reply_id, "rating": None, "comment": None})

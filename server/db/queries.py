@@ -200,18 +200,17 @@ async def set_feedback(
     )
 
 
-async def is_reply_of(db: Executor, user_id: int, reply_id: int) -> bool:
-    return bool(
-        await db.fetchval(
-            "SELECT true FROM chat_history WHERE id = $2 AND user_id = $1 AND NOT is_user_message",
-            user_id,
-            reply_id,
-        )
+async def delete_feedback(db: Executor, user_id: int, reply_id: int) -> bool:
+    """Take back the user's rating of one of their replies; False if the reply is not
+    theirs (one statement: the check and the delete)."""
+    return await db.fetchval(
+        "WITH reply AS (SELECT id FROM chat_history"
+        "   WHERE id = $2 AND user_id = $1 AND NOT is_user_message),"
+        " gone AS (DELETE FROM feedback WHERE reply_id IN (SELECT id FROM reply))"
+        " SELECT EXISTS (SELECT 1 FROM reply)",
+        user_id,
+        reply_id,
     )
-
-
-async def delete_feedback(db: Executor, user_id: int, reply_id: int) -> None:
-    await db.execute("DELETE FROM feedback WHERE reply_id = $2 AND user_id = $1", user_id, reply_id)
 
 
 async def message_text(db: Executor, message_id: int) -> str | None:

@@ -303,7 +303,7 @@ async def measure_ours(
     """Our server (from checkout `root`) on a fresh database; then the check in PostgreSQL."""
     total = args.idle + args.active
     async with bench_database() as db_url:
-        env = {"DB_POOL_MAX": str(args.pool)}
+        env = {"DB_POOL_MAX": str(args.pool), "SEMANTIC_RETRIEVAL": args.semantic}
         async with chat_server(db_url, workdir, root, **env) as server:
             hashed = password_hash(12) if args.login_storm else "x"
             rows = await insert_users(db_url, total, hashed)
@@ -372,6 +372,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--login-storm", type=int, default=0, help="concurrent logins, window 2")
     parser.add_argument("--json", help="write the figures to this file too")
     parser.add_argument("--profile", help="py-spy the server during the window into this file")
+    parser.add_argument(
+        "--semantic", default="0", choices=["0", "1"], help="our server's SEMANTIC_RETRIEVAL"
+    )
     args = parser.parse_args(argv)
     if args.baseline:
         args.baseline = args.baseline.resolve()

@@ -5,10 +5,11 @@ worker thread while the old one keeps answering, then swaps it in with a single
 assignment, so a question is always ranked against one whole index, old or new.
 
 With an ``Embedder`` (``server/answers/semantic.py``) the index is a
-``HybridIndex``: the passages are embedded while it is built (in that worker
-thread; a passage whose text did not change since the last build keeps its
-vector), and ``search`` embeds the question once, in a worker thread too, so the
-event loop never waits for the model.
+``HybridIndex``: the passages are embedded while it is built (a passage whose
+text did not change since the last build keeps its vector), and ``search``
+embeds the question once. Both go through one ``EmbeddingWorker`` thread
+(``server/answers/embedding_worker.py``: questions in micro-batches and first,
+repeats from a cache), so the event loop never waits for the model.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 import aiohttp
 
+from .embedding_worker import EmbeddingWorker
 from .knowledge import DEFAULT_MAX_WORDS, Document, split_passages
 from .llm.base import LLM
 from .llm.mock import MockLLM
@@ -61,6 +63,7 @@ class AnswerPipeline:
         self.k = k
         self.max_words = max_words
         self.embedder = embedder
+        self.worker = EmbeddingWorker(embedder.embed) if embedder is not None else None
         self.index_params = index_params
         # Passage text -> its vector, for the passages of the newest build.
         self._vectors: dict[str, object] = {}
@@ -87,6 +90,11 @@ class AnswerPipeline:
     @property
     def index(self) -> Index | HybridIndex:
         return self._index
+
+    def close(self) -> None:
+        """Stop the embedding thread (blocks for the run in progress, if any)."""
+        if self.worker is not None:
+            self.worker.close()
 
     @property
     def semantic(self) -> bool:
@@ -126,10 +134,10 @@ class AnswerPipeline:
         change one document: only its passages are embedded again)."""
         import numpy as np
 
-        assert self.embedder is not None
+        assert self.worker is not None
         known = self._vectors
         missing = list(dict.fromkeys(t for t in texts if t not in known))
-        fresh = dict(zip(missing, self.embedder.embed(missing), strict=True)) if missing else {}
+        fresh = dict(zip(missing, self.worker.embed(missing), strict=True)) if missing else {}
         vectors = {t: known[t] if t in known else fresh[t] for t in texts}
         self._vectors = vectors
         return np.stack([vectors[t] for t in texts])
@@ -151,11 +159,11 @@ class AnswerPipeline:
 
     async def search(self, question: str) -> list[Hit]:
         """The best passages for ``question`` (at most ``k``), best first: hybrid
-        when the embedder is on (the question is embedded in a worker thread)."""
+        when the embedder is on (the question is embedded by the worker thread)."""
         index = self._index
-        if not isinstance(index, HybridIndex) or self.embedder is None:
+        if not isinstance(index, HybridIndex) or self.worker is None:
             return self.retrieve(question)
-        (vector,) = await asyncio.to_thread(self.embedder.embed, [question])
+        vector = await self.worker.vector(question)
         return index.search(question, vector, self.k)
 
     @staticmethod

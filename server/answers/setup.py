@@ -85,6 +85,7 @@ async def answers_context(app: web.Application) -> AsyncIterator[None]:
     await live.start()
     yield
     await live.close()
+    await asyncio.to_thread(pipeline.close)
 
 
 def setup_answers(app: web.Application) -> None:

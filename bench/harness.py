@@ -10,6 +10,7 @@ not 10,000 bcrypt rounds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import resource
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,29 @@ def cpu_seconds(pid: int) -> float:
 
 def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process under it: a supervisor's workers (WORKERS > 1) are its
+    children, and what the server holds is the sum over them all."""
+    tree, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        tree.append(parent)
+        try:
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:  # it exited meanwhile
+            pass
+    return tree
+
+
+def _summed(reading: Callable[[int], float], pids: Iterable[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):  # it exited meanwhile
+            total += reading(pid)
+    return total
 
 
 def cpu_seconds_of(comm: str, title_has: str | None = None) -> float:
@@ -191,10 +215,16 @@ class Process:
         return f"ws://127.0.0.1:{self.port}/api/v1/chat/ws"
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        """CPU time so far of the server and its workers."""
+        return _summed(cpu_seconds, process_tree(self.pid))
 
     def rss(self) -> int:
-        return rss_bytes(self.pid)
+        """Resident memory of the server and its workers, summed."""
+        return int(_summed(rss_bytes, process_tree(self.pid)))
+
+    def workers(self) -> int:
+        """The processes serving: the workers under a supervisor, else this one."""
+        return max(1, len(process_tree(self.pid)) - 1)
 
 
 async def _wait_ready(process: Process, path: str, limit_s: float = 60) -> None:
@@ -328,6 +358,14 @@ def reply_tokens(question: str = QUESTION) -> list[str]:
 
     pipeline = AnswerPipeline.from_documents(load_documents(KNOWLEDGE), MockLLM())
     return split_tokens(answer_text(question, pipeline.retrieve(question)))
+
+
+async def write_json(path: str, figures: Sequence[Any]) -> None:
+    """A run's figures, indented, for `--json`."""
+    import orjson
+
+    data = orjson.dumps(list(figures), option=orjson.OPT_INDENT_2)
+    await asyncio.to_thread(Path(path).write_bytes, data)
 
 
 async def sleep_until(instant: float) -> None:

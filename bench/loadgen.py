@@ -8,6 +8,13 @@ optionally after a think time), or post to REST `/chat` from N loops. Every fram
 checked against the protocol's order (`ack`, `start`, `token`s by `seq` with no gap,
 `end` whose text is the tokens joined); anything else counts as an error.
 
+One client process holds at most `PER_PROCESS` connections (its open-file limit, which
+it cannot raise beyond the hard limit, less a margin), so `LoadGen` starts as many
+processes as the connections need, whatever was asked. One source address reaches one
+server port through about 28,000 local ports (`ip_local_port_range`); above
+`ONE_ADDRESS_MAX` connections each process binds its connections to a source address of
+its own in 127.0.0.0/8 (127.0.0.2, .3, …: Linux routes all of 127/8 to loopback).
+
 Times are `time.monotonic()`, which is system-wide on Linux, so the coordinator's
 measurement window means the same instants in every process. A phase reports the
 latencies of messages sent inside the window and the replies ended inside it, the
@@ -20,23 +27,72 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import resource
+import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 try:
     from bench.harness import percentile, raise_nofile, self_cpu_seconds
+    from bench.idle_sockets import IdleSocket, upgrade_request
 except ImportError:  # run as a script from bench/
     from harness import percentile, raise_nofile, self_cpu_seconds  # type: ignore[no-redef]
+    from idle_sockets import IdleSocket, upgrade_request  # type: ignore[no-redef]
 
 REPLY_TIMEOUT_S = 60.0
+READY_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 30.0
+FD_MARGIN = 1000  # files a client process keeps for itself (pipes, the loop, libraries)
+PER_PROCESS = resource.getrlimit(resource.RLIMIT_NOFILE)[1] - FD_MARGIN
+
+
+def local_ports() -> int:
+    """How many local ports one source address has towards one server port."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except OSError:  # not Linux: the IANA range
+        low, high = 49152, 65535
+    return high - low + 1
+
+
+ONE_ADDRESS_MAX = local_ports() * 9 // 10
+
+
+def plan(
+    connections: int, processes: int, source_addresses: int | None = None
+) -> tuple[int, list[str | None]]:
+    """How many client processes, and the source address each binds to (None: any).
+
+    `source_addresses` None: automatic, one a process when the connections are more than
+    one address's ports hold; 0: none; N: process i binds to address i mod N.
+    """
+    processes = max(1, processes, -(-connections // PER_PROCESS))
+    processes = min(processes, max(1, connections))
+    if source_addresses is None:
+        source_addresses = processes if connections > ONE_ADDRESS_MAX else 0
+    if not source_addresses:
+        if connections > ONE_ADDRESS_MAX:
+            raise ValueError(f"{connections} connections need more than one source address")
+        return processes, [None] * processes
+    if source_addresses > 250:
+        raise ValueError("at most 250 source addresses (127.0.0.2 to 127.0.0.251)")
+    per_address = -(-connections // min(processes, source_addresses))
+    if per_address > ONE_ADDRESS_MAX:
+        raise ValueError(
+            f"{per_address} connections a source address: more than its {ONE_ADDRESS_MAX} ports"
+        )
+    return processes, [f"127.0.0.{2 + i % source_addresses}" for i in range(processes)]
+
 
 # -- results ------------------------------------------------------------------------------
 
@@ -57,6 +113,7 @@ class OpenResult:
     held: int
     failed: int
     seconds: float
+    errors: Counter[str] = field(default_factory=Counter)  # why the failed ones failed
 
 
 @dataclass
@@ -79,6 +136,10 @@ class PhaseResult:
 
     def ms(self, which: str, q: float) -> float:
         return percentile(getattr(self, which), q) * 1000
+
+    def trio(self, which: str) -> str:
+        """p50 / p95 / p99 of `which` in ms, for a report's table."""
+        return " / ".join(f"{self.ms(which, q):.1f}" for q in (0.5, 0.95, 0.99))
 
     def merge(self, other: dict[str, Any]) -> None:
         self.completed += other["completed"]
@@ -121,6 +182,18 @@ class _Client:
 
     async def _read(self) -> None:
         errors = self.worker.errors
+        try:
+            await self._frames(errors)
+        except (aiohttp.ClientError, ConnectionError) as exc:  # reset under our feet
+            errors[f"connection lost ({type(exc).__name__})"] += 1
+        else:
+            if not self.worker.closing:
+                errors[f"closed by the server ({self.ws.close_code})"] += 1
+        for p in self.pending.values():
+            if not p.done.done():
+                p.done.set_result(None)
+
+    async def _frames(self, errors: Counter[str]) -> None:
         async for msg in self.ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
@@ -169,32 +242,70 @@ class _Client:
                 if not p.ack:  # refused: no end follows
                     del self.pending[p.id]
                     p.done.set_result(None)
-        if not self.worker.closing:
-            errors[f"closed by the server ({self.ws.close_code})"] += 1
-        for p in self.pending.values():
-            if not p.done.done():
-                p.done.set_result(None)
 
 
 class _Worker:
-    def __init__(self, ws_url: str, users: list[tuple[int, str]], active: int, prefix: str) -> None:
+    def __init__(
+        self,
+        ws_url: str,
+        users: list[tuple[int, str]],
+        active: int,
+        prefix: str,
+        source: str | None = None,
+    ) -> None:
         self.ws_url = ws_url
+        self.source = source
         self.users = users
         self.active = active
         self.prefix = prefix
-        self.clients: list[_Client] = []
+        self.clients: list[_Client] = []  # the first `active`: aiohttp, every frame checked
+        self.idle: list[IdleSocket] = []  # the rest: held, answering pings
         self.errors: Counter[str] = Counter()
         self.closing = False
         self.phases = 0  # client ids never repeat across phases
         self.session: aiohttp.ClientSession | None = None
 
     async def open(self, ramp_per_s: float) -> dict[str, Any]:
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        local = (self.source, 0) if self.source else None
+        connector = aiohttp.TCPConnector(limit=0, local_addr=local)
+        self.session = aiohttp.ClientSession(connector=connector)
         began = time.monotonic()
-        failed = 0
+        why: Counter[str] = Counter()
+        url = URL(self.ws_url)
+        loop = asyncio.get_running_loop()
 
-        async def connect(n: int, user_id: int, token: str) -> _Client | None:
+        async def hold(token: str) -> IdleSocket | None:
+            request = upgrade_request(f"{url.host}:{url.port}", url.path, token)
+            try:
+                _, sock = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: IdleSocket(self.errors, lambda: self.closing),
+                        url.host,
+                        url.port,
+                        local_addr=local,
+                    ),
+                    CONNECT_TIMEOUT_S,
+                )
+            except (OSError, TimeoutError) as exc:
+                why[f"connect: {type(exc).__name__}: {exc}"[:120]] += 1
+                return None
+            try:
+                sock.transport.write(request)  # type: ignore[union-attr]
+                failed = await asyncio.wait_for(asyncio.shield(sock.ready), READY_TIMEOUT_S)
+            except TimeoutError:
+                failed = f"no ready in {READY_TIMEOUT_S:.0f} s"
+            except RuntimeError:  # closed between the connect and the write
+                failed = "closed before the handshake"
+            if failed is not None:
+                why[failed] += 1
+                sock.abort()
+                return None
+            return sock
+
+        async def connect(n: int, user_id: int, token: str) -> _Client | IdleSocket | None:
             await asyncio.sleep(max(0.0, began + n / ramp_per_s - time.monotonic()))
+            if n >= self.active:
+                return await hold(token)
             try:
                 ws = await self.session.ws_connect(  # type: ignore[union-attr]
                     self.ws_url,
@@ -202,18 +313,34 @@ class _Worker:
                     decode_text=False,
                     timeout=aiohttp.ClientWSTimeout(ws_close=5),
                 )
-                msg = await ws.receive(timeout=30)
-                if msg.type != aiohttp.WSMsgType.TEXT or orjson.loads(msg.data)["type"] != "ready":
-                    await ws.close()
-                    return None
-            except (aiohttp.ClientError, OSError, TimeoutError):
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                why[f"connect: {type(exc).__name__}: {exc}"[:120]] += 1
+                return None
+            try:
+                msg = await ws.receive(timeout=READY_TIMEOUT_S)
+            except TimeoutError:
+                msg = None
+            if msg is None or msg.type != aiohttp.WSMsgType.TEXT:
+                why[f"no ready: {msg and msg.type.name} {ws.close_code}"] += 1
+                await ws.close()
+                return None
+            frame = orjson.loads(msg.data)
+            if frame["type"] != "ready":
+                why[f"no ready: {frame}"[:120]] += 1
+                await ws.close()
                 return None
             return _Client(self, user_id, ws)
 
         results = await asyncio.gather(*(connect(n, u, t) for n, (u, t) in enumerate(self.users)))
-        self.clients = [c for c in results if c is not None]
-        failed = len(results) - len(self.clients)
-        return {"held": len(self.clients), "failed": failed, "seconds": time.monotonic() - began}
+        self.clients = [c for c in results if isinstance(c, _Client)]
+        self.idle = [c for c in results if isinstance(c, IdleSocket)]
+        failed = results.count(None)
+        return {
+            "held": len(self.clients) + len(self.idle),
+            "failed": failed,
+            "seconds": time.monotonic() - began,
+            "errors": dict(why),
+        }
 
     async def chat(
         self, start: float, window: tuple[float, float], think_s: float, question: str
@@ -235,9 +362,13 @@ class _Worker:
                 p = _Pending(cid, loop.create_future())
                 client.pending[cid] = p
                 out["sent"] += 1
-                await client.ws.send_str(
-                    orjson.dumps({"type": "message", "id": cid, "text": question}).decode()
-                )
+                try:
+                    await client.ws.send_str(
+                        orjson.dumps({"type": "message", "id": cid, "text": question}).decode()
+                    )
+                except (aiohttp.ClientError, ConnectionError):  # the reader counts the loss
+                    client.pending.pop(cid, None)
+                    return
                 try:
                     await asyncio.wait_for(p.done, REPLY_TIMEOUT_S)
                 except TimeoutError:
@@ -330,17 +461,20 @@ class _Worker:
     async def close(self) -> dict[str, Any]:
         self.closing = True
         await asyncio.gather(*(c.ws.close() for c in self.clients), return_exceptions=True)
+        await asyncio.gather(*(s.close() for s in self.idle), return_exceptions=True)
         await asyncio.gather(*(c.reader for c in self.clients), return_exceptions=True)
         if self.session is not None:
             await self.session.close()
         return {"errors": dict(self.errors)}
 
 
-def _worker_main(pipe: Pipe, ws_url: str, users: list[tuple[int, str]], active: int) -> None:
+def _worker_main(
+    pipe: Pipe, ws_url: str, users: list[tuple[int, str]], active: int, source: str | None
+) -> None:
     import uvloop
 
     raise_nofile()
-    uvloop.run(_serve(pipe, _Worker(ws_url, users, active, uuid.uuid4().hex[:10])))
+    uvloop.run(_serve(pipe, _Worker(ws_url, users, active, uuid.uuid4().hex[:10], source)))
 
 
 async def _serve(pipe: Pipe, worker: _Worker) -> None:
@@ -365,7 +499,8 @@ class LoadGen:
     """Client processes holding `len(users)` connections, `active` of which chat.
 
     Use as an async context manager; `open()` first, then any number of `chat()` or
-    `rest()` phases.
+    `rest()` phases. `processes` is raised to what the connections need, and
+    `source_addresses` (see `plan`) spreads them over addresses of 127.0.0.0/8.
     """
 
     def __init__(
@@ -375,11 +510,12 @@ class LoadGen:
         active: int,
         processes: int = 1,
         question: str = "",
+        source_addresses: int | None = None,
     ) -> None:
         self.ws_url = ws_url
         self.users = list(users)
         self.active = min(active, len(self.users))
-        self.processes = max(1, min(processes, len(self.users) or 1))
+        self.processes, self.sources = plan(len(self.users), processes, source_addresses)
         self.question = question
         self._pipes: list[Pipe] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
@@ -392,7 +528,9 @@ class LoadGen:
             share = self.users[i::k]
             active = self.active // k + (1 if i < self.active % k else 0)
             proc = ctx.Process(
-                target=_worker_main, args=(theirs, self.ws_url, share, active), daemon=True
+                target=_worker_main,
+                args=(theirs, self.ws_url, share, active, self.sources[i]),
+                daemon=True,
             )
             proc.start()
             self._pipes.append(mine)
@@ -416,10 +554,16 @@ class LoadGen:
     async def open(self, ramp_per_s: float = 500.0) -> OpenResult:
         per = ramp_per_s / self.processes
         results = await self._all({"op": "open", "ramp_per_s": per})
+        errors: Counter[str] = Counter()
+        for r in results:
+            errors.update(r["errors"])
+        if errors:
+            print(f"connections not opened: {dict(errors)}", file=sys.stderr, flush=True)
         return OpenResult(
             sum(r["held"] for r in results),
             sum(r["failed"] for r in results),
             max(r["seconds"] for r in results),
+            errors,
         )
 
     def window(self, warmup_s: float, duration_s: float) -> tuple[float, tuple[float, float]]:

@@ -48,8 +48,13 @@ async def database_context(app: web.Application) -> AsyncIterator[None]:
         )
         async with pool.acquire() as conn:
             await migrate(conn)
+        # One connection for each batch loop: the group commit's, the user reads'.
+        batch_pool = await stack.enter_async_context(
+            db_pool.open_pool(dsn, 1, 2, db_pool.BATCH_SETTINGS)
+        )
         app[keys.POOL] = pool
-        app[keys.USERS] = UserReads(pool)
+        app[keys.BATCH_POOL] = batch_pool
+        app[keys.USERS] = UserReads(batch_pool)
         app[keys.DSN] = dsn
         # Migration 0008's second half, in batches while chat goes on.
         app[keys.BACKFILL] = asyncio.create_task(backfill_conversations(pool), name="backfill")

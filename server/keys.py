@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool")
+#: The batched statements' connections (generic plans): `server.db.pool.BATCH_SETTINGS`.
+BATCH_POOL: web.AppKey[asyncpg.Pool] = web.AppKey("batch_pool")
 HASHER: web.AppKey[PasswordHasher] = web.AppKey("hasher")
 TOKENS: web.AppKey[TokenIssuer] = web.AppKey("tokens")
 MAILER: web.AppKey[Mailer] = web.AppKey("mailer")

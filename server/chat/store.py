@@ -90,12 +90,19 @@ def _resend(
 class ChatStore:
     """Queues message and reply rows and commits them in batches."""
 
-    def __init__(self, pool: asyncpg.Pool, rate_per_minute: int = 0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        rate_per_minute: int = 0,
+        batch_pool: asyncpg.Pool | None = None,
+    ) -> None:
+        """`pool` for everyone's reads of chat rows; the batches run on `batch_pool`
+        (`server.db.pool.BATCH_SETTINGS`), by default on `pool` too."""
         self.pool = pool
         self.rate_per_minute = rate_per_minute
         self._messages: list[_NewMessage] = []
         self._replies: list[_NewReply] = []
-        self._batches = BatchLoop(pool, self._take, self._commit_batch, self._fail)
+        self._batches = BatchLoop(batch_pool or pool, self._take, self._commit_batch, self._fail)
 
     # -- public API ---------------------------------------------------------------------
 

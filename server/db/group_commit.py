@@ -12,32 +12,26 @@ import asyncpg
 # race with another instance) and looked up afterwards; a reply whose message is gone, or
 # that is stored already, likewise. A message naming a conversation that is not its
 # sender's is not inserted. A message naming none goes to its sender's most recently
-# active conversation, looked up here once per sender and batch (`d`), not by migration
-# 0008's per-row trigger: that trigger now fires only for a sender with no conversation
-# at all (a new user's first message), and makes it under an advisory lock so that two
-# instances make one; looking again after the lock takes a statement of its own, which
-# a trigger has and this statement has not. A reply goes to its question's user and
-# conversation (a guest's question may have moved to the account it joined meanwhile).
-# A message of a user deleted meanwhile (a guest that joined an account) is not
-# inserted: its foreign key would fail the whole batch. `ORDER BY t.n` keeps the batch's
-# order through the join: a user's messages get ids in the order they were sent. The
-# per-statement trigger of 0008 then moves the conversations' activity, once a batch.
+# active conversation, looked up here (an index probe), not by migration 0008's per-row
+# trigger: that trigger now fires only for a sender with no conversation at all (a new
+# user's first message), and makes one under an advisory lock so that two instances
+# make one; looking again after the lock takes a statement of its own, which a trigger
+# has and this statement has not. A reply goes to its question's user and conversation
+# (a guest's question may have moved to the account it joined meanwhile). A message of
+# a user deleted meanwhile (a guest that joined an account) is not inserted: its foreign
+# key would fail the whole batch. The per-statement trigger of 0008 then moves the
+# conversations' activity, once a batch. Every lookup has its index: the statement runs
+# with a generic plan of nested loops (`server.db.pool.BATCH_SETTINGS`).
 INSERT_BATCH = """
-WITH t AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $10::bigint[])
-        WITH ORDINALITY AS t(u, m, c, v, n)
-), d AS (
-    SELECT s.u, (SELECT k.id FROM conversations k WHERE k.user_id = s.u
-                 ORDER BY k.updated_at DESC, k.id DESC LIMIT 1) AS v
-    FROM (SELECT DISTINCT u FROM t WHERE v IS NULL) s
-), m AS (
+WITH m AS (
     INSERT INTO chat_history (user_id, message, is_user_message, client_id, conversation_id)
-    SELECT t.u, t.m, true, t.c, coalesce(t.v, d.v)
-    FROM t LEFT JOIN d ON d.u = t.u
+    SELECT t.u, t.m, true, t.c,
+           coalesce(t.v, (SELECT k.id FROM conversations k WHERE k.user_id = t.u
+                          ORDER BY k.updated_at DESC, k.id DESC LIMIT 1))
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $10::bigint[]) AS t(u, m, c, v)
     WHERE EXISTS (SELECT 1 FROM users s WHERE s.id = t.u)
       AND (t.v IS NULL
            OR EXISTS (SELECT 1 FROM conversations k WHERE k.id = t.v AND k.user_id = t.u))
-    ORDER BY t.n
     ON CONFLICT (user_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
     RETURNING id, user_id, client_id, NULL::bigint AS reply_to, "timestamp", conversation_id
 ), r AS (
@@ -68,6 +62,13 @@ WHERE user_id = ANY($1::bigint[]) AND is_user_message
 GROUP BY user_id
 """
 
+REPLIES_TO = 'SELECT id, reply_to, "timestamp" FROM chat_history WHERE reply_to = ANY($1::bigint[])'
+
+DELETE_ROWS = "DELETE FROM chat_history WHERE id = ANY($1::bigint[])"
+
+# Every statement the batches run, for the test that their plans use indexes only.
+STATEMENTS = (INSERT_BATCH, EXISTING_MESSAGES, RECENT_COUNTS, REPLIES_TO, DELETE_ROWS)
+
 
 async def insert_batch(
     conn: asyncpg.Connection, *columns: Sequence[object]
@@ -92,11 +93,8 @@ async def recent_counts(
 
 async def replies_to(conn: asyncpg.Connection, message_ids: list[int]) -> list[asyncpg.Record]:
     """The stored replies (id, reply_to, timestamp) of these messages."""
-    return await conn.fetch(
-        'SELECT id, reply_to, "timestamp" FROM chat_history WHERE reply_to = ANY($1)',
-        message_ids,
-    )
+    return await conn.fetch(REPLIES_TO, message_ids)
 
 
 async def delete_rows(conn: asyncpg.Connection, ids: list[int]) -> None:
-    await conn.execute("DELETE FROM chat_history WHERE id = ANY($1::bigint[])", ids)
+    await conn.execute(DELETE_ROWS, ids)

@@ -118,7 +118,28 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+# The connections that run the batched statements (the chat store's group commit, the
+# user reads: `server.db.batching`) plan each statement once, not at every batch: a
+# group-commit batch of 20 messages took 0.35 ms to plan, and the pool's custom plans
+# cost PostgreSQL 92-98 µs of CPU a message against 56-66 with these settings
+# (bench/README.md, 2026-12-05). A generic plan is made for any array length with the
+# statistics of its moment, so one made while a table is young (no statistics, a few
+# pages) could scan it, or hash a whole `users`, at every batch as it grows; every batched
+# statement has an index for each lookup, so nested loops over indexes are forced (the
+# switches make the other plans dear, not impossible). Only these statements run on these
+# connections, and migration 0008's triggers, whose lookups are by index too.
+BATCH_SETTINGS = {
+    "plan_cache_mode": "force_generic_plan",
+    "enable_seqscan": "off",
+    "enable_hashjoin": "off",
+    "enable_mergejoin": "off",
+}
+
+
+async def create_pool(
+    dsn: str, min_size: int = 2, max_size: int = 10, settings: dict[str, str] | None = None
+) -> asyncpg.Pool:
+    """The pool; `settings` (say, BATCH_SETTINGS) go on top of every connection's own."""
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -136,6 +157,7 @@ async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncp
             # benchmark measured 180 µs of PostgreSQL CPU per message with it, 85 µs with a
             # plan made for each batch. Planning our statements costs far less than that.
             "plan_cache_mode": "force_custom_plan",
+            **(settings or {}),
         },
     )
 
@@ -145,9 +167,11 @@ class DatabaseUnreachable(Exception):
 
 
 @asynccontextmanager
-async def open_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> AsyncIterator[asyncpg.Pool]:
+async def open_pool(
+    dsn: str, min_size: int = 2, max_size: int = 10, settings: dict[str, str] | None = None
+) -> AsyncIterator[asyncpg.Pool]:
     try:
-        pool = await create_pool(dsn, min_size, max_size)
+        pool = await create_pool(dsn, min_size, max_size, settings)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DatabaseUnreachable(f"cannot connect to the database: {exc}") from None
     try:

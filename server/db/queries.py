@@ -50,11 +50,12 @@ async def user_by_email(db: Executor, email_key: str) -> asyncpg.Record | None:
     )
 
 
+USERS_BY_IDS = f"SELECT {USER_COLUMNS} FROM users WHERE id = ANY($1::bigint[])"
+
+
 async def users_by_ids(db: Executor, user_ids: list[int]) -> list[asyncpg.Record]:
     """The users with these ids (those that exist), in no particular order."""
-    return await db.fetch(
-        f"SELECT {USER_COLUMNS} FROM users WHERE id = ANY($1::bigint[])", user_ids
-    )
+    return await db.fetch(USERS_BY_IDS, user_ids)
 
 
 async def add_verification(db: Executor, jti: str, user_id: int, expires_at: datetime) -> None:

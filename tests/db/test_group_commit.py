@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from server.db import group_commit, migrations
+from server.db.pool import BATCH_SETTINGS
 from tests.db.test_conversations_migration import add_user
 
 REPLY_SOURCES = "[]"
@@ -21,6 +22,18 @@ REPLY_SOURCES = "[]"
 async def migrated(db: asyncpg.Connection) -> asyncpg.Connection:
     await migrations.migrate(db)
     return db
+
+
+async def batch_connection(url: str) -> asyncpg.Connection:
+    """A connection as the server's batches have (generic plans, nested loops)."""
+    return await asyncpg.connect(url, server_settings=BATCH_SETTINGS)
+
+
+@pytest.fixture
+async def batch(migrated: asyncpg.Connection, database_url: str):
+    conn = await batch_connection(database_url)
+    yield conn
+    await conn.close()
 
 
 async def store(
@@ -54,7 +67,7 @@ async def conversations_of(conn: asyncpg.Connection, user: int) -> list[asyncpg.
     )
 
 
-async def test_a_message_naming_none_goes_to_the_most_recently_active(migrated):
+async def test_a_message_naming_none_goes_to_the_most_recently_active(migrated, batch):
     alice, bob = await new_user(migrated), await new_user(migrated)
     older, newer, bobs = [
         await migrated.fetchval(
@@ -67,7 +80,7 @@ async def test_a_message_naming_none_goes_to_the_most_recently_active(migrated):
         for user, title, age in [(alice, "old", 2), (alice, "new", 1), (bob, "b", 1)]
     ]
     rows = await store(
-        migrated,
+        batch,
         [(alice, "one", None), (bob, "two", None), (alice, "three", older), (alice, "four", None)],
     )
     assert [(r["user_id"], r["conversation_id"]) for r in rows] == [
@@ -76,11 +89,11 @@ async def test_a_message_naming_none_goes_to_the_most_recently_active(migrated):
         (alice, older),
         (alice, newer),
     ]
-    # Ids follow the batch's order, whatever the join did.
+    # Ids follow the batch's order: a user's messages in the order they were sent.
     assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
 
 
-async def test_the_batch_moves_activity_and_titles_an_untitled_conversation(migrated):
+async def test_the_batch_moves_activity_and_titles_an_untitled_conversation(migrated, batch):
     user = await new_user(migrated)
     untitled = await migrated.fetchval(
         "INSERT INTO conversations (user_id, updated_at) VALUES ($1, now() - interval '1 day')"
@@ -94,7 +107,7 @@ async def test_the_batch_moves_activity_and_titles_an_untitled_conversation(migr
     )
     long_question = "q" * 70
     rows = await store(
-        migrated, [(user, long_question, untitled), (user, "second", untitled), (user, "x", named)]
+        batch, [(user, long_question, untitled), (user, "second", untitled), (user, "x", named)]
     )
     stored_at = rows[0]["timestamp"]
     by_id = {r["id"]: r for r in await conversations_of(migrated, user)}
@@ -103,15 +116,15 @@ async def test_the_batch_moves_activity_and_titles_an_untitled_conversation(migr
     assert by_id[untitled]["updated_at"] == by_id[named]["updated_at"] == stored_at
 
     # A reply in a later batch moves its question's conversation only.
-    rows = await store(migrated, replies=[(user, rows[2]["id"])])
+    rows = await store(batch, replies=[(user, rows[2]["id"])])
     assert rows[0]["conversation_id"] == named
     by_id = {r["id"]: r for r in await conversations_of(migrated, user)}
     assert by_id[named]["updated_at"] == rows[0]["timestamp"] > by_id[untitled]["updated_at"]
 
 
-async def test_a_user_without_a_conversation_gets_one_titled_by_the_first_question(migrated):
+async def test_a_user_without_a_conversation_gets_one_titled_by_the_first_question(migrated, batch):
     user = await new_user(migrated)
-    rows = await store(migrated, [(user, "first question", None), (user, "second", None)])
+    rows = await store(batch, [(user, "first question", None), (user, "second", None)])
     made = await conversations_of(migrated, user)
     assert [c["title"] for c in made] == ["first question"]
     assert [r["conversation_id"] for r in rows] == [made[0]["id"]] * 2
@@ -122,7 +135,7 @@ async def test_two_instances_make_one_conversation_for_a_user_without_any(migrat
     second, whose statement began before that commit, waits for the advisory lock and
     then finds the first one's conversation instead of making another."""
     user = await new_user(migrated)
-    first, second = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    first, second = await batch_connection(database_url), await batch_connection(database_url)
     try:
         tx = first.transaction()
         await tx.start()
@@ -146,7 +159,7 @@ async def test_two_instances_make_one_conversation_for_a_user_without_any(migrat
     assert rows[0]["conversation_id"] == made[0]["conversation_id"] == conversations[0]["id"]
 
 
-async def test_a_reply_to_a_question_stored_without_a_conversation(migrated):
+async def test_a_reply_to_a_question_stored_without_a_conversation(migrated, batch):
     """Rows from before migration 0008's backfill have no conversation: a reply to one
     goes to its user's most recently active, made when there is none."""
     with_one, without = await new_user(migrated), await new_user(migrated)
@@ -167,7 +180,7 @@ async def test_a_reply_to_a_question_stored_without_a_conversation(migrated):
         "UPDATE chat_history SET conversation_id = NULL WHERE id = ANY($1)", questions
     )
     await migrated.execute("DELETE FROM conversations WHERE user_id = $1", without)
-    rows = await store(migrated, replies=[(with_one, questions[0]), (without, questions[1])])
+    rows = await store(batch, replies=[(with_one, questions[0]), (without, questions[1])])
     made = await conversations_of(migrated, without)
     assert {r["reply_to"]: r["conversation_id"] for r in rows} == {
         questions[0]: theirs,
@@ -176,16 +189,16 @@ async def test_a_reply_to_a_question_stored_without_a_conversation(migrated):
     assert made[0]["title"] is None  # a reply does not title a conversation
 
 
-async def test_the_per_row_trigger_fires_only_for_a_user_without_a_conversation(migrated):
+async def test_the_per_row_trigger_fires_only_for_a_user_without_a_conversation(migrated, batch):
     """The batch finds each sender's conversation itself: 0008's per-row trigger (a
     PL/pgSQL call and a lookup a row) runs only to make a new user's first one."""
     old, new = await new_user(migrated), await new_user(migrated)
     await migrated.execute("INSERT INTO conversations (user_id) VALUES ($1)", old)
-    await migrated.execute("SET track_functions = 'pl'")
+    await batch.execute("SET track_functions = 'pl'")
     calls = (
         "SELECT coalesce(pg_stat_get_xact_function_calls("
         "'chat_history_default_conversation'::regproc), 0)"
     )
-    async with migrated.transaction():
-        await store(migrated, [(old, "a", None), (old, "b", None), (new, "c", None)])
-        assert await migrated.fetchval(calls) == 1
+    async with batch.transaction():
+        await store(batch, [(old, "a", None), (old, "b", None), (new, "c", None)])
+        assert await batch.fetchval(calls) == 1

@@ -260,7 +260,8 @@ class _Worker:
         self.prefix = prefix
         self.clients: list[_Client] = []  # the first `active`: aiohttp, every frame checked
         self.idle: list[IdleSocket] = []  # the rest: held, answering pings
-        self.errors: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()  # everything seen, holding included
+        self.reported: Counter[str] = Counter()  # the part of it a phase has reported
         self.closing = False
         self.phases = 0  # client ids never repeat across phases
         self.session: aiohttp.ClientSession | None = None
@@ -268,7 +269,9 @@ class _Worker:
     async def open(self, ramp_per_s: float) -> dict[str, Any]:
         local = (self.source, 0) if self.source else None
         connector = aiohttp.TCPConnector(limit=0, local_addr=local)
-        self.session = aiohttp.ClientSession(connector=connector)
+        # No total timeout: the session's default (300 s) closes a WebSocket held longer.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout)
         began = time.monotonic()
         why: Counter[str] = Counter()
         url = URL(self.ws_url)
@@ -345,7 +348,7 @@ class _Worker:
     async def chat(
         self, start: float, window: tuple[float, float], think_s: float, question: str
     ) -> dict[str, Any]:
-        self.errors.clear()
+        before = Counter(self.errors)  # a phase reports its own errors
         self.phases += 1
         out: dict[str, Any] = {"completed": 0, "ack": [], "first": [], "end": [], "sent": 0}
         records: list[tuple[Any, ...]] = []
@@ -396,14 +399,14 @@ class _Worker:
         cpu = asyncio.create_task(self._cpu_in(window))
         await asyncio.gather(*(converse(n, c) for n, c in enumerate(self.clients[: self.active])))
         out["cpu"] = await cpu
-        out["errors"] = dict(self.errors)
+        out["errors"] = self._reported(before)
         out["records"] = records
         return out
 
     async def rest(
         self, url: str, start: float, window: tuple[float, float], loops: int, question: str
     ) -> dict[str, Any]:
-        self.errors.clear()
+        before = Counter(self.errors)
         self.phases += 1
         prefix = f"{self.prefix}-{self.phases}"
         out: dict[str, Any] = {"completed": 0, "ack": [], "first": [], "end": [], "sent": 0}
@@ -447,9 +450,15 @@ class _Worker:
             cpu = asyncio.create_task(self._cpu_in(window))
             await asyncio.gather(*(loop(n) for n in range(loops)))
             out["cpu"] = await cpu
-        out["errors"] = dict(self.errors)
+        out["errors"] = self._reported(before)
         out["records"] = records
         return out
+
+    def _reported(self, before: Counter[str]) -> dict[str, int]:
+        """The errors since `before`, now reported by a phase (close() leaves them out)."""
+        mine = self.errors - before
+        self.reported.update(mine)
+        return dict(mine)
 
     @staticmethod
     async def _cpu_in(window: tuple[float, float]) -> float:
@@ -465,7 +474,7 @@ class _Worker:
         await asyncio.gather(*(c.reader for c in self.clients), return_exceptions=True)
         if self.session is not None:
             await self.session.close()
-        return {"errors": dict(self.errors)}
+        return {"errors": dict(self.errors - self.reported)}  # those no phase reported
 
 
 def _worker_main(

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from server.auth.passwords import PasswordHasher
     from server.auth.tokens import TokenIssuer
     from server.chat.connection import Connections
+    from server.chat.deadlines import Deadlines
     from server.chat.fanout import FanOut
     from server.chat.pending_auth import PendingAuth
     from server.chat.replies import ReplyManager
@@ -37,6 +38,7 @@ KNOWLEDGE: web.AppKey[LiveKnowledge] = web.AppKey("knowledge")
 REPLIES: web.AppKey[ReplyManager] = web.AppKey("replies")
 FANOUT: web.AppKey[FanOut] = web.AppKey("fanout")
 CONNECTIONS: web.AppKey[Connections] = web.AppKey("connections")
+DEADLINES: web.AppKey[Deadlines] = web.AppKey("deadlines")  # every socket's ping and expiry
 PENDING_AUTH: web.AppKey[PendingAuth] = web.AppKey("pending_auth")
 PURGE: web.AppKey[PurgeJob] = web.AppKey("purge")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

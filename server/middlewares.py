@@ -73,6 +73,7 @@ def hide_server_version() -> None:
 
 async def response_headers(request: web.Request, response: web.StreamResponse) -> None:
     """`Cache-Control: no-store` on every API answer (tokens, the user, history: nothing
-    there may sit in a shared or browser cache), unless a view chose otherwise."""
-    if request.path.startswith("/api/"):
+    there may sit in a shared or browser cache), unless a view chose otherwise. Not on
+    a WebSocket's 101, which no cache keeps: its headers live as long as the socket."""
+    if request.path.startswith("/api/") and response.status != 101:
         response.headers.setdefault("Cache-Control", "no-store")

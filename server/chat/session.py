@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any
 
@@ -37,6 +38,7 @@ from protocol import (
 from server import keys
 from server.auth.tokens import Claims, TokenError
 from server.chat.connection import Connection
+from server.chat.deadlines import Deadlines, Entry
 from server.chat.replies import ShuttingDown
 from server.chat.revocation import end_session, still_valid
 from server.chat.store import IdConflict, RateLimited, UnknownConversation
@@ -61,10 +63,11 @@ class Session:
     """An authenticated connection's frame handling."""
 
     __slots__ = (
-        "_beat_timer",
-        "_expiry_timer",
+        "_close_at",
+        "_deadline",
         "_next_ping",
         "_pinging",
+        "_warn_at",
         "app",
         "claims",
         "conn",
@@ -88,11 +91,10 @@ class Session:
         self.replies = app[keys.REPLIES]
         self.connections = app[keys.CONNECTIONS]
         self.conn = Connection(ws, claims.user_id, transport)
-        # Timers, not tasks: an idle connection holds two timer handles, not two
-        # suspended coroutines (memory per idle connection, issue 14).
-        self._expiry_timer: asyncio.TimerHandle | None = None
-        self._beat_timer: asyncio.TimerHandle | None = None
-        self._next_ping = 0.0
+        # Its next deadline in the instance's heap (`server.chat.deadlines`), not timer
+        # handles or sleeping tasks of its own (memory per idle connection, issue 14).
+        self._deadline: Entry | None = None
+        self._next_ping = self._warn_at = self._close_at = math.inf
         self._pinging: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -122,18 +124,16 @@ class Session:
                     )
                 )
             )
-            self._watch_expiry(self.claims)
             self._next_ping = time.monotonic() + PING_EVERY_S
-            self._beat()
+            self._watch_expiry(self.claims)
             await self._read_loop()
             await conn.closed()
         finally:
             conn.closing = True
             self.connections.remove(conn)
             self.replies.unfollow(conn)
-            for timer in (self._expiry_timer, self._beat_timer):
-                if timer is not None:
-                    timer.cancel()
+            if self._deadline is not None:
+                Deadlines.cancel(self._deadline)
 
     async def _read_loop(self) -> None:
         ws, conn = self.ws, self.conn
@@ -277,41 +277,46 @@ class Session:
         self._watch_expiry(claims)
 
     def _watch_expiry(self, claims: Claims) -> None:
+        """The warning shortly before `claims` expire (30 s, or a tenth of a short
+        token's life), then the close unless a fresh `auth` replaced them."""
         self.claims = claims
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-        left = claims.expires_at - self.app[keys.TOKENS].clock()
-        warn_in = max(0.0, left - min(EXPIRY_WARNING_S, left / 10))
-        loop = asyncio.get_running_loop()
-        self._expiry_timer = loop.call_later(warn_in, self._expiry_warning, claims)
-
-    def _expiry_warning(self, claims: Claims) -> None:
-        self._error(None, ErrorCode.TOKEN_EXPIRED, "the token expires soon; send a fresh auth")
-        left = claims.expires_at - self.app[keys.TOKENS].clock()
-        loop = asyncio.get_running_loop()
-        self._expiry_timer = loop.call_later(max(0.0, left), self._expired, claims)
-
-    def _expired(self, claims: Claims) -> None:
-        if self.claims is claims:
-            self._error(None, ErrorCode.TOKEN_EXPIRED, "the token expired")
-            self.conn.close_soon(CloseCode.AUTH_FAILED, "token expired")
-
-    def _beat(self) -> None:
-        """Ping every 25 s; drop a peer that has sent nothing (pongs included) for 60 s,
-        at 60 s and not at the next ping after it. Runs as a timer callback."""
-        if self.ws.closed:
-            return
+        left = max(0.0, claims.expires_at - self.app[keys.TOKENS].clock())
         now = time.monotonic()
-        if now - self.conn.last_seen >= SILENT_LIMIT_S:
-            self.conn.close_soon(CloseCode.POLICY, "no sign of life for 60 s")
+        self._warn_at = now + max(0.0, left - min(EXPIRY_WARNING_S, left / 10))
+        self._close_at = now + left
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._deadline is not None:
+            Deadlines.cancel(self._deadline)
+        wake = min(
+            self._next_ping, self.conn.last_seen + SILENT_LIMIT_S, self._warn_at, self._close_at
+        )
+        self._deadline = self.app[keys.DEADLINES].schedule(wake, self)
+
+    def due(self, now: float) -> None:
+        """The heartbeat and the token's expiry, at the earliest of their deadlines: ping
+        every 25 s; drop a peer that has sent nothing (pongs included) for 60 s, at 60 s
+        and not at the next ping after it; warn before the token expires, close at its
+        expiry. Called by the instance's `Deadlines`."""
+        self._deadline = None
+        conn = self.conn
+        if self.ws.closed or conn.closing:
             return
+        if now - conn.last_seen >= SILENT_LIMIT_S:
+            conn.close_soon(CloseCode.POLICY, "no sign of life for 60 s")
+            return
+        if now >= self._close_at:
+            self._error(None, ErrorCode.TOKEN_EXPIRED, "the token expired")
+            conn.close_soon(CloseCode.AUTH_FAILED, "token expired")
+            return
+        if now >= self._warn_at:
+            self._warn_at = math.inf
+            self._error(None, ErrorCode.TOKEN_EXPIRED, "the token expires soon; send a fresh auth")
         if now >= self._next_ping:
             self._next_ping = now + PING_EVERY_S
             self._pinging = asyncio.create_task(self._ping())
-        wake = min(self._next_ping, self.conn.last_seen + SILENT_LIMIT_S)
-        self._beat_timer = asyncio.get_running_loop().call_later(
-            max(0.0, wake - time.monotonic()), self._beat
-        )
+        self._schedule()
 
     async def _ping(self) -> None:
         try:

@@ -10,6 +10,7 @@ from protocol import CloseCode
 from server import keys
 from server.chat.channel import chat_ws
 from server.chat.connection import Connections
+from server.chat.deadlines import Deadlines
 from server.chat.fanout import FanOut, Outbox
 from server.chat.pending_auth import PendingAuth
 from server.chat.replies import ReplyManager
@@ -32,6 +33,7 @@ async def chat_context(app: web.Application) -> AsyncIterator[None]:
     fanout = FanOut(backend, outbox, replies)
     app[keys.REPLIES] = replies
     app[keys.CONNECTIONS] = connections
+    app[keys.DEADLINES] = deadlines = Deadlines()
     app[keys.FANOUT] = fanout
     await fanout.start()
     yield
@@ -39,6 +41,7 @@ async def chat_context(app: web.Application) -> AsyncIterator[None]:
     await replies.close(0)
     await store.close()
     await fanout.close()
+    deadlines.close()
 
 
 async def drain_chat(app: web.Application) -> None:

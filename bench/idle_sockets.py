@@ -15,23 +15,29 @@ import asyncio
 import base64
 import os
 import struct
+import sys
 from collections import Counter
 from collections.abc import Callable
 from typing import cast
 
+import aiohttp
 import orjson
 
 TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
+USER_AGENT = f"Python/{sys.version_info[0]}.{sys.version_info[1]} aiohttp/{aiohttp.__version__}"
 _ZERO_MASK = b"\0\0\0\0"  # a valid mask key (RFC 6455 5.3); the payload is sent as it is
 
 
 def upgrade_request(host: str, path: str, token: str) -> bytes:
-    """The handshake of a client that authenticates with a Bearer header."""
+    """The handshake of a client that authenticates with a Bearer header: the headers
+    aiohttp's `ws_connect` sends, so the server parses and keeps the same request as
+    for the chatting connections (and as in the figures taken with aiohttp clients)."""
     key = base64.b64encode(os.urandom(16)).decode()
     return (
-        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Authorization: Bearer {token}\r\n\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nAccept: */*\r\nAccept-Encoding: gzip, deflate\r\n"
+        f"User-Agent: {USER_AGENT}\r\n\r\n"
     ).encode()
 
 

@@ -55,9 +55,9 @@ class AnswerPipeline:
             raise ValueError("k must be at least 1")
         self._index = index
         self._generation = 0
-        # Popular questions come again and again: their lexical hits, for the index
-        # they were ranked on (a new index starts an empty cache).
-        self._hits: dict[str, tuple[Hit, ...]] = {}
+        # Popular questions come again and again: their hits (lexical, and hybrid apart),
+        # for the index they were ranked on (a new index starts an empty cache).
+        self._hits: dict[tuple[str, bool], tuple[Hit, ...]] = {}
         self._hits_of: object = index
         self.llm = llm
         self.k = k
@@ -146,25 +146,42 @@ class AnswerPipeline:
         """The best passages for ``question`` by BM25F alone (at most ``k``), best
         first; fast and synchronous. Replies use ``search``."""
         index = self._index
-        if self._hits_of is not index:
-            self._hits, self._hits_of = {}, index
-        hits = self._hits.get(question)
+        hits = self._cached(index, question, False)
         if hits is None:
             lexical = index.lexical if isinstance(index, HybridIndex) else index
-            hits = tuple(lexical.search(question, self.k))
-            if len(self._hits) >= HITS_CACHED:
-                del self._hits[next(iter(self._hits))]  # the oldest
-            self._hits[question] = hits
+            hits = self._cache(index, question, False, lexical.search(question, self.k))
         return list(hits)
 
     async def search(self, question: str) -> list[Hit]:
         """The best passages for ``question`` (at most ``k``), best first: hybrid
-        when the embedder is on (the question is embedded by the worker thread)."""
+        when the embedder is on (the question is embedded by the worker thread; a
+        question asked before on the same index is not embedded again)."""
         index = self._index
         if not isinstance(index, HybridIndex) or self.worker is None:
             return self.retrieve(question)
-        vector = await self.worker.vector(question)
-        return index.search(question, vector, self.k)
+        hits = self._cached(index, question, True)
+        if hits is None:
+            vector = await self.worker.vector(question)
+            hits = self._cache(index, question, True, index.search(question, vector, self.k))
+        return list(hits)
+
+    def _cached(
+        self, index: Index | HybridIndex, question: str, hybrid: bool
+    ) -> tuple[Hit, ...] | None:
+        if self._hits_of is not index:
+            self._hits, self._hits_of = {}, index
+        return self._hits.get((question, hybrid))
+
+    def _cache(
+        self, index: Index | HybridIndex, question: str, hybrid: bool, hits: list[Hit]
+    ) -> tuple[Hit, ...]:
+        """Keep ``hits`` if ``index`` is still the cache's (a swap may have come
+        while the question was embedded)."""
+        if self._hits_of is index:
+            if len(self._hits) >= HITS_CACHED:
+                del self._hits[next(iter(self._hits))]  # the oldest
+            self._hits[(question, hybrid)] = tuple(hits)
+        return tuple(hits)
 
     @staticmethod
     def sources(hits: Sequence[Hit]) -> list[dict[str, object]]:

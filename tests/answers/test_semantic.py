@@ -221,6 +221,10 @@ async def test_pipeline_search_embeds_the_question_once_off_the_loop(embedder: E
     assert hits[0].passage.id == "purge"
     assert counting.texts == ["When are old chats removed?"]
     assert counting.on_main_thread == [False]
+    # Asked again: the hits of the same index, without asking the embedding thread.
+    assert await pipeline.search("When are old chats removed?") == hits
+    assert pipeline.worker is not None and pipeline.worker.counts.questions == 1
+    pipeline.close()
     # The synchronous lexical path is unchanged: no word in common, nothing found.
     assert pipeline.retrieve("When are old chats removed?") == []
 
@@ -228,6 +232,7 @@ async def test_pipeline_search_embeds_the_question_once_off_the_loop(embedder: E
 async def test_rebuild_embeds_only_changed_passages_in_a_thread(embedder: Embedder) -> None:
     counting = Counting(embedder)
     pipeline = AnswerPipeline.from_documents(DOCS, MockLLM(), embedder=counting)  # type: ignore[arg-type]
+    before = await pipeline.search("how long does a token last?")
     counting.texts.clear()
     counting.on_main_thread.clear()
     changed = [DOCS[0], DOCS[1], Document("tokens", "Access tokens", "Tokens last an hour.")]
@@ -236,8 +241,12 @@ async def test_rebuild_embeds_only_changed_passages_in_a_thread(embedder: Embedd
     # The passage and its one sentence embed as the same text: once.
     assert counting.texts == ["Access tokens. Tokens last an hour."]
     assert counting.on_main_thread == [False]
+    # The same question is ranked again on the new index (its vector is cached).
     hits = await pipeline.search("how long does a token last?")
-    assert hits[0].passage.id == "tokens"
+    assert before[0].passage.text == "Tokens expire after thirty minutes."
+    assert hits[0].passage.id == "tokens" and hits[0].passage.text == "Tokens last an hour."
+    assert counting.texts == ["Access tokens. Tokens last an hour."]
+    pipeline.close()
 
 
 async def test_without_an_embedder_search_is_lexical() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import struct
 import sys
 from collections import Counter
@@ -39,6 +40,29 @@ def upgrade_request(host: str, path: str, token: str) -> bytes:
         f"Sec-WebSocket-Key: {key}\r\nAccept: */*\r\nAccept-Encoding: gzip, deflate\r\n"
         f"User-Agent: {USER_AGENT}\r\n\r\n"
     ).encode()
+
+
+# Linux: bind() to (address, 0) without picking the port; connect() picks it, by the
+# whole 4-tuple. Without it each bind searches the address's ports for a free one: 1 µs
+# a bind with none taken, 1.6 ms with 15,000 taken (measured here), so a client process
+# opening 16,000 spent 97 % of its time in the kernel, answered the server's pings late
+# and the server dropped its peers for silence.
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+async def connect_from(host: str, port: int, source: str | None) -> socket.socket:
+    """A TCP socket connected to host:port from the address `source` (None: any)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if source is not None:
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source, 0))
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def client_frame(opcode: int, payload: bytes = b"") -> bytes:

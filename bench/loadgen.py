@@ -44,10 +44,14 @@ from yarl import URL
 
 try:
     from bench.harness import percentile, raise_nofile, self_cpu_seconds
-    from bench.idle_sockets import IdleSocket, upgrade_request
+    from bench.idle_sockets import IdleSocket, connect_from, upgrade_request
 except ImportError:  # run as a script from bench/
     from harness import percentile, raise_nofile, self_cpu_seconds  # type: ignore[no-redef]
-    from idle_sockets import IdleSocket, upgrade_request  # type: ignore[no-redef]
+    from idle_sockets import (  # type: ignore[no-redef]
+        IdleSocket,
+        connect_from,
+        upgrade_request,
+    )
 
 REPLY_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 30.0
@@ -277,17 +281,16 @@ class _Worker:
         url = URL(self.ws_url)
         loop = asyncio.get_running_loop()
 
+        host, port = url.host or "127.0.0.1", url.port or 80
+
         async def hold(token: str) -> IdleSocket | None:
-            request = upgrade_request(f"{url.host}:{url.port}", url.path, token)
+            request = upgrade_request(f"{host}:{port}", url.path, token)
             try:
-                _, sock = await asyncio.wait_for(
-                    loop.create_connection(
-                        lambda: IdleSocket(self.errors, lambda: self.closing),
-                        url.host,
-                        url.port,
-                        local_addr=local,
-                    ),
-                    CONNECT_TIMEOUT_S,
+                raw = await asyncio.wait_for(
+                    connect_from(host, port, self.source), CONNECT_TIMEOUT_S
+                )
+                _, sock = await loop.create_connection(
+                    lambda: IdleSocket(self.errors, lambda: self.closing), sock=raw
                 )
             except (OSError, TimeoutError) as exc:
                 why[f"connect: {type(exc).__name__}: {exc}"[:120]] += 1

@@ -1,11 +1,16 @@
 """The history purge under chat traffic: how long 1,000,000 old rows take, and what chat feels.
 
     DATABASE_URL=postgresql://user@host/postgres python bench/purge_bench.py [--rows N]
+        [--rounds 2] [--baseline /path/to/another/checkout]
 
 Creates a throwaway database on DATABASE_URL's server (dropped at the end; without
 DATABASE_URL, the embedded PostgreSQL under var/bench), starts the real app in-process
 on a free port (mock LLM, LLM_TOKEN_DELAY_MS=0, no chat rate limit), signs up users,
-inserts N rows older than the retention for one user with one INSERT … SELECT, then:
+inserts N rows older than the retention for one user with one INSERT … SELECT (half
+questions with client ids, half their replies one second later, one a second, 40 days
+old and more, as the server stores them: with their chat_keys rows where the checkout
+has that table, and in the daily partitions the server would have made for those days
+where it partitions chat_history), then:
 
 1. purge: the app's own PurgeJob.run_once() while CLIENTS loops post to
    POST /api/v1/chat/chat, one request at a time each;
@@ -15,33 +20,41 @@ Prints rows deleted, purge time, rows/s, chat requests completed and the chat la
 p50/p99/max in each period, with the purge/baseline ratio. The clients share the
 server's event loop (one process, as a small deployment would be), so latency
 includes the loop's own queueing.
+
+With `--baseline DIR`, another checkout's server (e.g. main before a change) is
+measured too, each run in a process of its own on a fresh database, alternating the
+order round by round (`--rounds`): an A/B in one invocation.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 from aiohttp import web
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The checkout whose server is measured: this one, or --baseline's (a child process).
+sys.path.insert(0, os.environ.get("PURGE_BENCH_ROOT") or str(Path(__file__).resolve().parents[1]))
 
 from server import keys
 from server.app import create_app
 from server.db import scratch
 from server.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(sys.path[0])
 SECRET = "bench-secret-key-that-is-long-enough-for-every-hmac-0123456789abcdef"
 PASSWORD = "correct horse battery"
 
@@ -52,6 +65,7 @@ class Traffic:
 
     samples: list[tuple[float, float]]
     errors: int = 0
+    kinds: set[str] = field(default_factory=set)  # each error's status and body, once
 
     def between(self, start: float, end: float) -> list[float]:
         return [lat for t, lat in self.samples if start <= t < end]
@@ -80,12 +94,13 @@ async def chat_loop(
             json={"message": f"how do I reset my password? ({n})"},
             headers=headers,
         ) as resp:
-            await resp.read()
+            body = await resp.read()
             ok = resp.status == 200
         if ok:
             traffic.samples.append((started, time.monotonic() - started))
         else:
             traffic.errors += 1
+            traffic.kinds.add(f"{resp.status} {body[:200].decode(errors='replace')}")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -111,7 +126,47 @@ def describe(label: str, latencies: list[float], seconds: float) -> dict[str, fl
     return stats
 
 
-async def bench(url: str, rows: int, clients: int, warmup_s: float) -> None:
+async def insert_old_rows(conn: asyncpg.Connection, user_id: int, rows: int) -> None:
+    """`rows` history rows of `user_id` from 40 days old back, one a second: questions with
+    client ids and, a second later, their replies (and their chat_keys rows, made by the
+    table's trigger, where it exists), in the daily partitions the server would have made
+    where it partitions."""
+    partitioned = await conn.fetchval(
+        "SELECT relkind = 'p' FROM pg_class WHERE oid = 'chat_history'::regclass"
+    )
+    newest = await conn.fetchval("SELECT now() - interval '40 days'")
+    if partitioned:
+        from server.db import partitions
+
+        day = partitions.day_start(newest - timedelta(seconds=rows))
+        while day <= newest:
+            await partitions.create_partition(conn, day)
+            day += partitions.DAY
+    conversation = await conn.fetchval(
+        "INSERT INTO conversations (user_id, title) VALUES ($1, 'old') RETURNING id", user_id
+    )
+    base = await conn.fetchval("SELECT nextval('chat_history_id_seq')")
+    await conn.execute("SELECT setval('chat_history_id_seq', $1)", base + rows)
+    await conn.execute(
+        "INSERT INTO chat_history (id, user_id, message, is_user_message, client_id, reply_to,"
+        ' conversation_id, "timestamp")'
+        " SELECT $1 + g, $2, CASE WHEN g % 2 = 1 THEN 'an old question, number '"
+        "  ELSE 'an old reply, number ' END || g, g % 2 = 1,"
+        "  CASE WHEN g % 2 = 1 THEN 'old-' || g END, CASE WHEN g % 2 = 0 THEN $1 + g - 1 END,"
+        "  $4, $5::timestamptz - ($3 - g) * interval '1 second'"
+        " FROM generate_series(1, $3) g",
+        base,
+        user_id,
+        rows,
+        conversation,
+        newest,
+    )
+    if await conn.fetchval("SELECT to_regclass('chat_keys') IS NOT NULL"):
+        await conn.execute("VACUUM ANALYZE chat_keys")  # filled by its trigger
+    await conn.execute("VACUUM ANALYZE chat_history")
+
+
+async def bench(url: str, rows: int, clients: int, warmup_s: float) -> dict[str, object]:
     settings = Settings.from_env(
         {},
         database_url=url,
@@ -140,15 +195,7 @@ async def bench(url: str, rows: int, clients: int, warmup_s: float) -> None:
             conn = await asyncpg.connect(url)
             try:
                 began = time.perf_counter()
-                await conn.execute(
-                    'INSERT INTO chat_history (user_id, message, is_user_message, "timestamp")'
-                    " SELECT $1, 'an old message, number ' || g, g % 2 = 1,"
-                    "  now() - interval '40 days' - g * interval '1 second'"
-                    " FROM generate_series(1, $2) g",
-                    bench_user,
-                    rows,
-                )
-                await conn.execute("VACUUM ANALYZE chat_history")
+                await insert_old_rows(conn, bench_user, rows)
                 print(f"inserted {rows:,} old rows in {time.perf_counter() - began:.1f} s")
             finally:
                 await conn.close()
@@ -188,9 +235,54 @@ async def bench(url: str, rows: int, clients: int, warmup_s: float) -> None:
         f"  max x{ratios['max']:.2f}  throughput x{ratios['req_s']:.2f}"
     )
     if traffic.errors:
-        print(f"  chat errors: {traffic.errors}")
+        print(f"  chat errors: {traffic.errors}: {sorted(traffic.kinds)}")
     if result.deleted < rows:
         print(f"warning: only {result.deleted:,} of {rows:,} rows were deleted")
+    return {
+        "deleted": result.deleted,
+        "purge_s": purge_s,
+        "during": during,
+        "baseline": base_stats,
+        "ratios": ratios,
+        "errors": traffic.errors,
+    }
+
+
+def run_one(args: argparse.Namespace) -> dict[str, object]:
+    """One run on a fresh database, in this process (the checkout of PURGE_BENCH_ROOT)."""
+    admin = scratch.admin_url(ROOT / "var" / "bench")
+    url = asyncio.run(scratch.create_database(admin, "chat_bench"))
+    try:
+        return asyncio.run(bench(url, args.rows, args.clients, args.warmup))
+    finally:
+        asyncio.run(scratch.drop_database(admin, url))
+
+
+def run_child(root: Path, args: argparse.Namespace) -> dict[str, object]:
+    """One run of checkout `root`'s server in a process of its own; its result."""
+    argv = [sys.executable, __file__, "--one", "--rows", str(args.rows)]
+    argv += ["--clients", str(args.clients), "--warmup", str(args.warmup)]
+    env = {**os.environ, "PURGE_BENCH_ROOT": str(root)}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    sys.stdout.write(done.stdout)
+    if done.returncode:
+        raise RuntimeError(f"{root}: exit {done.returncode}\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(results: list[tuple[str, dict[str, object]]]) -> None:
+    print(
+        "\n| target | rows deleted | purge s | chat req/s during / baseline"
+        " | p99 ms during / baseline | p99 ratio | throughput ratio |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, r in results:
+        during, base, ratios = r["during"], r["baseline"], r["ratios"]
+        print(
+            f"| {name} | {r['deleted']:,} | {r['purge_s']:.2f} | {during['req_s']:.0f} /"
+            f" {base['req_s']:.0f} | {during['p99']:.1f} / {base['p99']:.1f}"
+            f" | x{ratios['p99']:.2f} | x{ratios['req_s']:.2f} |"
+        )
 
 
 def main() -> None:
@@ -198,15 +290,31 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of traffic first")
+    parser.add_argument("--rounds", type=int, default=1, help="every target this many times")
+    parser.add_argument("--baseline", type=Path, help="another checkout, run beside ours (A/B)")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:  # a child of the A/B: the result as the last line
+        print(json.dumps(run_one(args)))
+        return
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs")
-
-    admin = scratch.admin_url(ROOT / "var" / "bench")
-    url = asyncio.run(scratch.create_database(admin, "chat_bench"))
-    try:
-        asyncio.run(bench(url, args.rows, args.clients, args.warmup))
-    finally:
-        asyncio.run(scratch.drop_database(admin, url))
+    if args.baseline is None and args.rounds == 1:
+        run_one(args)
+        return
+    targets = [("ours", ROOT)]
+    if args.baseline is not None:
+        targets.append(("baseline", args.baseline.resolve()))
+    results = []
+    for k in range(args.rounds):
+        # Alternate the order, so a drift of the machine's speed favours neither.
+        for name, root in targets if k % 2 == 0 else targets[::-1]:
+            print(f"\n== {name} ({root}), round {k + 1}, load {os.getloadavg()[0]:.2f}")
+            results.append((f"{name} ({k + 1})", run_child(root, args)))
+    print(
+        f"\n{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, load"
+        f" {' / '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    table(results)
 
 
 if __name__ == "__main__":

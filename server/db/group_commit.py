@@ -8,9 +8,13 @@ import asyncpg
 
 # One statement stores a whole batch, messages and replies together: outside an explicit
 # transaction it commits on its own, so an idle or a busy server pays one round trip per
-# batch. A message whose (user, client id) is stored already is skipped (a resend, or a
-# race with another instance) and looked up afterwards; a reply whose message is gone, or
-# that is stored already, likewise. A message naming a conversation that is not its
+# batch. chat_history is partitioned (server/db/partitions.py) and cannot hold the two
+# unique indexes, so chat_keys decides (migration 0015): a message is inserted only when
+# its key is (`fresh`: a (user, client id) stored already is skipped, a resend or a race
+# with another instance, and looked up afterwards), and a reply only when it claims its
+# message's key (`c`: one conditional UPDATE; a reply whose message is gone, or that is
+# stored already, likewise). Ids come from chat_history's sequence. A message naming a
+# conversation that is not its
 # sender's is not inserted. A message naming none goes to its sender's most recently
 # active conversation, looked up here (an index probe), not by migration 0008's per-row
 # trigger: that trigger now fires only for a sender with no conversation at all (a new
@@ -23,25 +27,38 @@ import asyncpg
 # conversations' activity, once a batch. Every lookup has its index: the statement runs
 # with a generic plan of nested loops (`server.db.pool.BATCH_SETTINGS`).
 INSERT_BATCH = """
-WITH m AS (
-    INSERT INTO chat_history (user_id, message, is_user_message, client_id, conversation_id)
-    SELECT t.u, t.m, true, t.c,
-           coalesce(t.v, (SELECT k.id FROM conversations k WHERE k.user_id = t.u
-                          ORDER BY k.updated_at DESC, k.id DESC LIMIT 1))
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $10::bigint[]) AS t(u, m, c, v)
+WITH fresh AS (
+    INSERT INTO chat_keys (message_id, user_id, client_id, "timestamp")
+    SELECT nextval('chat_history_id_seq'), t.u, t.c, now()
+    FROM unnest($1::bigint[], $3::text[], $10::bigint[]) AS t(u, c, v)
     WHERE EXISTS (SELECT 1 FROM users s WHERE s.id = t.u)
       AND (t.v IS NULL
            OR EXISTS (SELECT 1 FROM conversations k WHERE k.id = t.v AND k.user_id = t.u))
     ON CONFLICT (user_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+    RETURNING message_id, user_id, client_id
+), m AS (
+    INSERT INTO chat_history (id, user_id, message, is_user_message, client_id, conversation_id)
+    SELECT fresh.message_id, t.u, t.m, true, t.c,
+           coalesce(t.v, (SELECT k.id FROM conversations k WHERE k.user_id = t.u
+                          ORDER BY k.updated_at DESC, k.id DESC LIMIT 1))
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $10::bigint[]) AS t(u, m, c, v)
+    JOIN fresh ON fresh.user_id = t.u AND fresh.client_id = t.c
     RETURNING id, user_id, client_id, NULL::bigint AS reply_to, "timestamp", conversation_id
+), c AS (
+    UPDATE chat_keys k SET reply_id = nextval('chat_history_id_seq')
+    FROM chat_history q
+    WHERE k.message_id = ANY($6::bigint[]) AND k.reply_id IS NULL
+      AND q.id = k.message_id AND q."timestamp" = k."timestamp"
+    RETURNING k.message_id, k.reply_id, q.user_id, q.conversation_id
 ), r AS (
-    INSERT INTO chat_history (user_id, message, is_user_message, reply_to, finish_reason,
+    INSERT INTO chat_history (id, user_id, message, is_user_message, reply_to, finish_reason,
                               sources, token_lengths, conversation_id)
-    SELECT q.user_id, t.m, false, t.r, t.f, t.s::jsonb, t.l::integer[], q.conversation_id
-    FROM unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[])
-         AS t(u, m, r, f, s, l)
-    JOIN chat_history q ON q.id = t.r
-    ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING
+    SELECT c.reply_id, c.user_id, t.m, false, t.r, t.f, t.s::jsonb, t.l::integer[],
+           c.conversation_id
+    FROM (SELECT DISTINCT ON (t.r) * FROM unnest($4::bigint[], $5::text[], $6::bigint[],
+                                                 $7::text[], $8::text[], $9::text[])
+          WITH ORDINALITY AS t(u, m, r, f, s, l, n) ORDER BY t.r, t.n) t
+    JOIN c ON c.message_id = t.r
     RETURNING id, user_id, NULL::text AS client_id, reply_to, "timestamp", conversation_id
 )
 SELECT * FROM m UNION ALL SELECT * FROM r

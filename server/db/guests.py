@@ -56,6 +56,15 @@ async def merge_guest(pool: asyncpg.Pool, guest_id: int, into_id: int) -> bool:
             guest_id,
             into_id,
         )
+        # The keys of the two guarantees (migration 0015) follow, the same ids dropped.
+        await conn.execute(
+            "UPDATE chat_keys k SET user_id = $2, client_id = CASE WHEN EXISTS ("
+            "  SELECT 1 FROM chat_keys o WHERE o.user_id = $2 AND o.client_id = k.client_id)"
+            " THEN NULL ELSE k.client_id END"
+            " WHERE k.user_id = $1",
+            guest_id,
+            into_id,
+        )
         await conn.execute(
             "UPDATE conversations SET user_id = $2 WHERE user_id = $1", guest_id, into_id
         )

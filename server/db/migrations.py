@@ -2,20 +2,26 @@
 
 Files `sql/NNNN_name.sql` run in order, each in its own transaction, and are
 recorded in `schema_migrations`. The advisory lock makes two instances that
-start at once apply them one after the other: the second finds them done.
+start at once apply them one after the other: the second finds them done. Then
+chat_history is partitioned, once (`server.db.partitions.convert`), and its
+partitions of the coming days made.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from importlib import resources
 
 import asyncpg
 
+from server.db import partitions
+
 log = logging.getLogger(__name__)
 
 MIGRATION_LOCK = 0x63686174  # "chat": the advisory lock key for migrations
+LOCK_POLL_S = 0.1
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -36,7 +42,12 @@ def load_migrations() -> list[tuple[int, str, str]]:
 async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply the migrations not yet applied; return their names."""
     applied_now = []
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    # Polled rather than waited for in one statement: a session waiting inside a statement
+    # holds a snapshot, which the conversion's CREATE INDEX CONCURRENTLY (run under this
+    # lock) would wait for in turn: a deadlock between two instances starting at once.
+    # (The lock is another process's: there is no event to wait on.)
+    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK):  # noqa: ASYNC110
+        await asyncio.sleep(LOCK_POLL_S)
     try:
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -55,6 +66,9 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
             log.info("applied migration %s", name)
             applied_now.append(name)
         await backfill_email_keys(conn)
+        # chat_history partitioned by day (once), and its partitions made ahead.
+        await partitions.convert(conn)
+        await partitions.ensure_ahead(conn)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return applied_now

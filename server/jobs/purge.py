@@ -6,12 +6,19 @@ One run, under a PostgreSQL advisory lock held on one dedicated connection:
    recorded as skipped and logged ("purge skipped: another instance is running it").
 2. The cutoff is computed once, `now() - n * 24 hours` (exact age, whatever the
    session's time zone), so a long run does not chase a moving target.
-3. History rows older than the cutoff go in batches of `batch_size`, oldest
+3. chat_history is partitioned by day (`server.db.partitions`): the partitions
+   of today and the week ahead are made when missing; every partition entirely
+   older than the cutoff is dropped whole, after the younger replies of its
+   messages in later partitions.
+4. The rest by exact age: in the partition straddling the cutoff, and in the
+   DEFAULT partition (rows no partition covered, e.g. imported with old
+   timestamps), rows older than the cutoff go in batches of `batch_size`, oldest
    first through the `chat_history_timestamp` index, each batch one autocommit
-   statement: a backlog of millions never holds long locks or one huge
-   transaction, and the event loop gets a turn between batches. The replies of
-   the messages purged go with them, younger or not; counts are rows deleted.
-4. Other dead rows: used or expired verification links, rate-limit windows
+   statement: no long locks, no huge transaction, and the event loop gets a
+   turn between batches. The replies of the messages purged go with them,
+   younger or not; counts are rows deleted. Then the keys of the two guarantees
+   (`chat_keys`) of every message older than the cutoff, in one statement.
+5. Other dead rows: used or expired verification links, rate-limit windows
    older than an hour, guests with no message since the cutoff (and everything
    of theirs).
 
@@ -37,6 +44,7 @@ import aiocron
 import asyncpg
 from prometheus_client import Counter
 
+from server.db import partitions
 from server.db import purge as purge_sql
 
 log = logging.getLogger(__name__)
@@ -148,6 +156,11 @@ class PurgeJob:
                 return "skipped", None
             try:
                 cutoff = await purge_sql.cutoff(conn, self.retention_days)
+                await partitions.ensure_ahead(conn)
+                for partition in partitions.past_retention(
+                    await partitions.list_partitions(conn), cutoff
+                ):
+                    counts[0] += await partitions.drop_partition(conn, partition)
                 while True:
                     deleted, replies = await purge_sql.delete_history_batch(
                         conn, cutoff, self.batch_size
@@ -156,6 +169,7 @@ class PurgeJob:
                     if deleted < self.batch_size:
                         break
                     await asyncio.sleep(self.batch_pause_s)
+                await partitions.forget_keys(conn, cutoff)
                 counts[1] += await purge_sql.delete_other(conn, cutoff, RATE_LIMIT_KEEP_HOURS)
                 finished_at = started_at + timedelta(seconds=time.monotonic() - clock)
                 await purge_sql.record_run(conn, started_at, finished_at, *counts)

@@ -12,28 +12,14 @@ import asyncpg
 
 from server.db import conversations, migrations, scratch
 from server.db.pool import open_pool
+from tests.db.databases import database_before
 
 FIRST_OF_CONVERSATIONS = 8
 
 
 async def version_1_database(admin_url: str) -> str:
     """A database with the migrations before conversations only."""
-    url = await scratch.create_database(admin_url, "chat_v1")
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(
-            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for version, name, sql in migrations.load_migrations():
-            if version < FIRST_OF_CONVERSATIONS:
-                await conn.execute(sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
-                )
-    finally:
-        await conn.close()
-    return url
+    return await database_before(admin_url, FIRST_OF_CONVERSATIONS, "chat_v1")
 
 
 async def add_user(conn, email: str) -> int:

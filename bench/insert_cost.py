@@ -108,8 +108,10 @@ async def per_message_us(
                     ["stop"] * n,
                     ['[{"id":"bench","topic":"Benchmarks","score":0.95}]'] * n,
                     ["{3,1,4,5,3,2,6,3,4,5,2,3,4,5,6,2,3,4,5,6}"] * n,
-                    # No conversation named: each user's most recent one (none before 0008).
+                    # No conversation named: each user's most recent one (none before 0008),
+                    # and no reply stored with its message (none before 2026-12-05).
                     *([[None] * per_batch] if "$10" in INSERT_BATCH else []),
+                    *([[]] * 6 if "$16" in INSERT_BATCH else []),
                 )
                 previous = [(r["user_id"], r["id"]) for r in rows if r["reply_to"] is None]
             took, cpu = time.perf_counter() - started, cpu_seconds(backend) - cpu

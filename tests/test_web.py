@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from server import keys
+from server.app import create_app
 from tests.accounts import signup
+from tests.chat.ws import connect, recv_until
 
 
 async def ask(client, user, message, **extra):
@@ -168,7 +171,7 @@ async def test_unknown_path_and_method_are_json(client):
 
 
 async def test_a_reply_that_cannot_be_stored_answers_503_like_any_database_failure(
-    client, user, monkeypatch
+    aiohttp_client, make_settings, monkeypatch
 ):
     from server import keys
     from server.db import queries
@@ -176,6 +179,10 @@ async def test_a_reply_that_cannot_be_stored_answers_503_like_any_database_failu
     async def away(*args, **kwargs):
         raise ConnectionRefusedError("the database is away")
 
+    # A token delay: the question is stored first, then its reply fails to be.
+    client = await aiohttp_client(create_app(make_settings(llm_token_delay_ms=1.0)))
+    _, token, _ = await signup(client)
+    user = {"headers": {"Authorization": f"Bearer {token}"}}
     monkeypatch.setattr(client.app[keys.REPLIES].store, "add_reply", away)
     resp = await ask(client, user, "How do I embed the widget?", id="away-1")
     assert resp.status == 503 and resp.headers["Retry-After"] == "5"
@@ -188,3 +195,65 @@ async def test_a_reply_that_cannot_be_stored_answers_503_like_any_database_failu
     assert (
         await resp.json() == replied == {"detail": "the database is unavailable, try again shortly"}
     )
+
+
+async def test_with_an_llm_that_answers_at_once_question_and_reply_take_one_commit(
+    aiohttp_client, make_settings, db
+):
+    """The mock without a token delay answers before anything is stored: the question
+    and its reply go into one group commit; with a delay, two in a row."""
+    for delay_ms, commits in ((0.0, 1), (1.0, 2)):
+        client = await aiohttp_client(create_app(make_settings(llm_token_delay_ms=delay_ms)))
+        _, token, user_id = await signup(client)
+        user = {"headers": {"Authorization": f"Bearer {token}"}}
+        store = client.app[keys.REPLIES].store
+        before = store.batches
+        body = await (await ask(client, user, "What is the purge?")).json()
+        assert store.batches - before == commits
+        rows = await db.fetch(
+            "SELECT id, reply_to, message, conversation_id FROM chat_history"
+            " WHERE user_id = $1 ORDER BY id",
+            user_id,
+        )
+        assert [(r["id"], r["reply_to"]) for r in rows] == [
+            (body["message_id"], None),
+            (body["reply_id"], body["message_id"]),
+        ]
+        assert rows[1]["message"] == body["response"]
+        assert rows[0]["conversation_id"] == rows[1]["conversation_id"] == body["conversation_id"]
+
+
+async def test_the_users_tabs_see_a_rest_question_answered_at_once(client, user):
+    tab = await connect(client, user["token"])
+    body = await (await ask(client, user, "How do I embed the widget?", id="rest-tab")).json()
+    frames = await recv_until(tab, "end", "rest-tab")
+    assert [f["type"] for f in frames[:2]] == ["message", "start"]
+    assert frames[0]["message_id"] == body["message_id"]
+    assert frames[1]["sources"] == body["sources"]
+    tokens = [f for f in frames if f["type"] == "token"]
+    assert [f["seq"] for f in tokens] == list(range(len(tokens)))
+    assert frames[-1]["text"] == "".join(f["text"] for f in tokens) == body["response"]
+    assert frames[-1]["message_id"] == body["reply_id"]
+
+
+async def test_a_question_over_the_rate_is_stored_with_no_reply(aiohttp_client, make_settings, db):
+    client = await aiohttp_client(create_app(make_settings(chat_rate_per_minute=1)))
+    _, token, user_id = await signup(client)
+    user = {"headers": {"Authorization": f"Bearer {token}"}}
+    assert (await ask(client, user, "What is the purge?", id="r1")).status == 200
+    refused = await ask(client, user, "What is the purge?", id="r2")
+    assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert "detail" in await refused.json()
+    assert await db.fetchval("SELECT count(*) FROM chat_history WHERE user_id = $1", user_id) == 2
+
+
+async def test_a_question_answered_at_once_that_cannot_be_stored_is_a_503(
+    client, user, db, monkeypatch
+):
+    async def away(*args, **kwargs):
+        raise ConnectionRefusedError("the database is away")
+
+    monkeypatch.setattr(client.app[keys.REPLIES].store, "add_exchange", away)
+    resp = await ask(client, user, "How do I embed the widget?", id="away-2")
+    assert resp.status == 503 and resp.headers["Retry-After"] == "5"
+    assert not await db.fetchval("SELECT count(*) FROM chat_history WHERE user_id = $1", user["id"])

@@ -50,7 +50,7 @@ from protocol import Echo as EchoFrame
 from protocol.wire import ReplyFrames
 from server.answers.llm.base import LLMError
 from server.chat.reply_state import INTERRUPTIBLE, ReplyState, Step, next_state
-from server.chat.store import ChatStore, StoredMessage
+from server.chat.store import ChatStore, ReplyRow, StoredMessage
 from server.db import conversations, queries
 from server.fanout.events import (
     ConversationChanged,
@@ -217,6 +217,9 @@ class ReplyManager:
         outbox: the fan-out's publishing side.
         shutdown: set once the server begins to shut down (the one shutdown flag).
         metrics: counts messages, replies, first-token latency and LLM errors.
+        instant: the LLM answers at once (the mock without a token delay): a REST
+            question is answered before anything is stored, and the question and its
+            reply are committed together (one group commit instead of two in a row).
     """
 
     def __init__(
@@ -227,8 +230,10 @@ class ReplyManager:
         outbox: Outbox,
         shutdown: asyncio.Event,
         metrics: Metrics,
+        instant: bool = False,
     ) -> None:
         self.store = store
+        self.instant = instant
         self.pipeline = pipeline
         self.connections = connections
         self.outbox = outbox
@@ -286,6 +291,25 @@ class ReplyManager:
         stored = await self.store.add_message(user_id, client_id, text, conversation_id)
         if not stored.created:
             return stored, None
+        followers = self._announce(user_id, client_id, text, stored, sender)
+        if sender is not None:
+            followers.add(sender)
+        after = sender.last_reply if sender else None
+        reply = self.start(
+            user_id, client_id, stored.message_id, text, followers, after, stored.conversation_id
+        )
+        return stored, reply
+
+    def _announce(
+        self,
+        user_id: int,
+        client_id: str,
+        text: str,
+        stored: StoredMessage,
+        sender: Connection | None,
+    ) -> set[FrameSink]:
+        """A new message is stored: counted, shown to the user's other tabs here and
+        elsewhere; returns the tabs here, which follow its reply."""
         self.metrics.messages.inc()
         conversation_id = stored.conversation_id
         followers = self._show_message(
@@ -298,13 +322,7 @@ class ReplyManager:
                     user_id, client_id, stored.message_id, timestamp, text, conversation_id
                 )
             )
-        if sender is not None:
-            followers.add(sender)
-        after = sender.last_reply if sender else None
-        reply = self.start(
-            user_id, client_id, stored.message_id, text, followers, after, conversation_id
-        )
-        return stored, reply
+        return followers
 
     def _show_message(
         self,
@@ -338,7 +356,10 @@ class ReplyManager:
         self, user_id: int, client_id: str, text: str, conversation_id: int | None = None
     ) -> tuple[StoredMessage, Reply | StoredAnswer]:
         """The REST question: store it (or find it stored), then the reply once it ended."""
-        stored, reply = await self.accept(user_id, client_id, text, None, conversation_id)
+        if self.instant and self.get(user_id, client_id) is None:
+            stored, reply = await self._answer_at_once(user_id, client_id, text, conversation_id)
+        else:
+            stored, reply = await self.accept(user_id, client_id, text, None, conversation_id)
         reply = reply or self.get(user_id, client_id)
         if reply is None:
             answer = await self.stored_answer(user_id, client_id)
@@ -349,6 +370,45 @@ class ReplyManager:
                 user_id, client_id, stored.message_id, text, (), None, stored.conversation_id
             )
         await reply.done.wait()
+        return stored, reply
+
+    async def _answer_at_once(
+        self, user_id: int, client_id: str, text: str, conversation_id: int | None
+    ) -> tuple[StoredMessage, Reply | None]:
+        """`accept` for an LLM that answers at once: the reply is generated first and
+        stored with its question in one commit; the user's tabs then get the `message`
+        frame and the whole reply. A resend stores nothing and returns no reply, as
+        `accept` does; a failed generation takes `accept`'s way (stored, then 502)."""
+        if self.closing:
+            raise ShuttingDown()
+        hits = await self.pipeline.search(text)
+        try:
+            tokens = [piece async for piece in self.pipeline.stream(text, hits) if piece]
+        except LLMError:
+            return await self.accept(user_id, client_id, text, None, conversation_id)
+        sources = self.pipeline.sources(hits)
+        row = ReplyRow("".join(tokens), FinishReason.STOP, sources, [len(t) for t in tokens])
+        stored, stored_reply = await self.store.add_exchange(
+            user_id, client_id, text, conversation_id, row
+        )
+        if not stored.created:
+            return stored, None
+        followers = self._announce(user_id, client_id, text, stored, None)
+        if stored_reply.reply_id is None:  # not seen: the batch stores both or neither
+            return stored, self.start(
+                user_id, client_id, stored.message_id, text, followers, None, stored.conversation_id
+            )
+        reply = Reply(user_id, client_id, stored.message_id, text, local=True)
+        reply.conversation_id = stored.conversation_id
+        reply.followers.update(followers)
+        self._begin(reply, sources)
+        if tokens:
+            self.metrics.first_token_seen(time.monotonic() - reply.created)
+            reply.add_tokens(tokens)
+            if self.outbox.peers:
+                self.outbox.publish(Tokens(user_id, client_id, 0, tuple(tokens)))
+        reply.store()
+        self._end(reply, stored_reply.reply_id, FinishReason.STOP)
         return stored, reply
 
     # -- local generation ------------------------------------------------------------------
@@ -480,6 +540,10 @@ class ReplyManager:
             self._fail(reply, ErrorCode.UNAVAILABLE, "the reply could not be stored")
             reason = FinishReason.ERROR
             self._store_later(reply, reason)
+        self._end(reply, reply_id, reason)
+
+    def _end(self, reply: Reply, reply_id: int | None, reason: FinishReason) -> None:
+        """The reply is stored (or given up): `end` to its followers, counted, told."""
         reply.finish(reply_id, reason)
         if reply.local:
             self.metrics.replies.labels(reason).inc()
@@ -487,14 +551,10 @@ class ReplyManager:
             self.outbox.publish(Ended(reply.user_id, reply.id, reply_id, reason))
 
     async def _store(self, reply: Reply, reason: FinishReason) -> int | None:
-        stored = await self.store.add_reply(
-            reply.user_id,
-            reply.message_id,
-            "".join(reply.tokens),
-            reason,
-            reply.sources or [],
-            [len(t) for t in reply.tokens],
+        row = ReplyRow(
+            "".join(reply.tokens), reason, reply.sources or [], [len(t) for t in reply.tokens]
         )
+        stored = await self.store.add_reply(reply.user_id, reply.message_id, row)
         return stored.reply_id
 
     def _store_later(self, reply: Reply, reason: FinishReason) -> None:

@@ -27,8 +27,11 @@ async def chat_context(app: web.Application) -> AsyncIterator[None]:
     backend = transport(settings.fanout_url, app[keys.DSN], pool)
     backend.listening.watch(metrics.fanout_connected.set)
     outbox = Outbox(backend)
+    # The mock without a token delay answers at once (benchmarks, tests): a REST
+    # question and its reply are then stored in one commit.
+    instant = not settings.uses_llm_api and settings.llm_token_delay_ms == 0
     replies = ReplyManager(
-        store, app[keys.PIPELINE], connections, outbox, app[keys.SHUTDOWN], metrics
+        store, app[keys.PIPELINE], connections, outbox, app[keys.SHUTDOWN], metrics, instant
     )
     fanout = FanOut(backend, outbox, replies)
     app[keys.REPLIES] = replies

@@ -57,6 +57,27 @@ class StoredReply:
     timestamp: datetime | None
 
 
+NOT_STORED = StoredReply(None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRow:
+    """What a reply's row holds besides its message."""
+
+    text: str
+    finish_reason: str
+    sources: list[dict[str, Any]]
+    token_lengths: list[int]
+
+
+@dataclass(slots=True)
+class _NewReply:
+    user_id: int
+    reply_to: int  # 0: its message is in the same batch (`_NewMessage.reply`)
+    row: ReplyRow
+    future: asyncio.Future[StoredReply]
+
+
 @dataclass(slots=True)
 class _NewMessage:
     user_id: int
@@ -64,17 +85,7 @@ class _NewMessage:
     text: str
     conversation_id: int | None  # None: the user's most recently active one
     future: asyncio.Future[StoredMessage]
-
-
-@dataclass(slots=True)
-class _NewReply:
-    user_id: int
-    reply_to: int
-    text: str
-    finish_reason: str
-    sources: list[dict[str, Any]]
-    token_lengths: list[int]
-    future: asyncio.Future[StoredReply]
+    reply: _NewReply | None = None  # generated already: stored with the message
 
 
 def _resend(
@@ -106,6 +117,11 @@ class ChatStore:
 
     # -- public API ---------------------------------------------------------------------
 
+    @property
+    def batches(self) -> int:
+        """Batches committed (or failed) so far."""
+        return self._batches.batches
+
     async def add_message(
         self, user_id: int, client_id: str, text: str, conversation_id: int | None = None
     ) -> StoredMessage:
@@ -119,21 +135,26 @@ class ChatStore:
         self._batches.kick()
         return await future
 
-    async def add_reply(
-        self,
-        user_id: int,
-        reply_to: int,
-        text: str,
-        finish_reason: str,
-        sources: list[dict[str, Any]],
-        token_lengths: list[int],
-    ) -> StoredReply:
+    async def add_reply(self, user_id: int, reply_to: int, row: ReplyRow) -> StoredReply:
         future = asyncio.get_running_loop().create_future()
-        self._replies.append(
-            _NewReply(user_id, reply_to, text, finish_reason, sources, token_lengths, future)
-        )
+        self._replies.append(_NewReply(user_id, reply_to, row, future))
         self._batches.kick()
         return await future
+
+    async def add_exchange(
+        self, user_id: int, client_id: str, text: str, conversation_id: int | None, row: ReplyRow
+    ) -> tuple[StoredMessage, StoredReply]:
+        """A message and its reply, generated already, in one batch: as `add_message`,
+        and the reply's row when the message is new (else NOT_STORED)."""
+        if conversation_id is not None and not 1 <= conversation_id <= BIGINT_MAX:
+            raise UnknownConversation()
+        loop = asyncio.get_running_loop()
+        reply = _NewReply(user_id, 0, row, loop.create_future())
+        item = _NewMessage(user_id, client_id, text, conversation_id, loop.create_future(), reply)
+        self._messages.append(item)
+        self._batches.kick()
+        stored = await item.future
+        return stored, await reply.future
 
     async def close(self) -> None:
         """Let the last batch commit."""
@@ -157,6 +178,8 @@ class ChatStore:
     def _fail(batch: tuple[list[_NewMessage], list[_NewReply]], exc: Exception) -> None:
         for item in (*batch[0], *batch[1]):
             _settle(item.future, exc)
+            if isinstance(item, _NewMessage) and item.reply is not None:
+                _settle(item.reply.future, NOT_STORED)  # the message's error says why
 
     async def _commit(
         self, conn: asyncpg.Connection, messages: list[_NewMessage], replies: list[_NewReply]
@@ -166,19 +189,20 @@ class ChatStore:
         for item in messages:
             firsts.setdefault((item.user_id, item.client_id), item)
         fresh = list(firsts.values())
+        exchanges = [i for i in fresh if i.reply is not None]
         args = (
             [i.user_id for i in fresh],
             [i.text for i in fresh],
             [i.client_id for i in fresh],
             [i.user_id for i in replies],
-            [i.text for i in replies],
+            [i.row.text for i in replies],
             [i.reply_to for i in replies],
-            [i.finish_reason for i in replies],
-            # JSON text: asyncpg would read a list of lists as a 2-D array.
-            [orjson.dumps(i.sources).decode() for i in replies],
-            # An array literal per row, cast in SQL ('{3,1,4}'::integer[]).
-            ["{" + ",".join(map(str, i.token_lengths)) + "}" for i in replies],
+            *_reply_columns([i.row for i in replies]),
             [i.conversation_id for i in fresh],
+            [i.user_id for i in exchanges],
+            [i.client_id for i in exchanges],
+            [i.reply.row.text for i in exchanges if i.reply is not None],
+            *_reply_columns([i.reply.row for i in exchanges if i.reply is not None]),
         )
         outcome: dict[tuple[int, str], Any] = {}
         if self.rate_per_minute and fresh:
@@ -212,8 +236,13 @@ class ChatStore:
             if item is not first and isinstance(result, StoredMessage):
                 result = _resend(result, first.text, item.text, item.conversation_id)
             _settle(item.future, result)
+            if item.reply is not None:
+                answer = NOT_STORED
+                if item is first and isinstance(result, StoredMessage) and result.created:
+                    answer = stored_replies.get(result.message_id, NOT_STORED)
+                _settle(item.reply.future, answer)
         for reply in replies:
-            _settle(reply.future, stored_replies.get(reply.reply_to, StoredReply(None, None)))
+            _settle(reply.future, stored_replies.get(reply.reply_to, NOT_STORED))
 
     @staticmethod
     async def _find_stored(
@@ -268,6 +297,17 @@ class ChatStore:
                     outcome[(r["user_id"], r["client_id"])] = RateLimited(wait)
         if refused:
             await group_commit.delete_rows(conn, refused)
+
+
+def _reply_columns(rows: Sequence[ReplyRow]) -> tuple[list[str], list[str], list[str]]:
+    """Finish reasons, sources and token lengths of reply rows, as the batch takes them."""
+    return (
+        [r.finish_reason for r in rows],
+        # JSON text: asyncpg would read a list of lists as a 2-D array.
+        [orjson.dumps(r.sources).decode() for r in rows],
+        # An array literal per row, cast in SQL ('{3,1,4}'::integer[]).
+        ["{" + ",".join(map(str, r.token_lengths)) + "}" for r in rows],
+    )
 
 
 def _settle(future: asyncio.Future[Any], result: Any) -> None:

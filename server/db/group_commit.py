@@ -24,8 +24,12 @@ import asyncpg
 # (a guest's question may have moved to the account it joined meanwhile). A message of
 # a user deleted meanwhile (a guest that joined an account) is not inserted: its foreign
 # key would fail the whole batch. The per-statement trigger of 0008 then moves the
-# conversations' activity, once a batch. Every lookup has its index: the statement runs
-# with a generic plan of nested loops (`server.db.pool.BATCH_SETTINGS`).
+# conversations' activity, once a batch. `e` stores replies generated before their
+# message was stored (REST with an LLM that answers at once), with the message they
+# answer when it is inserted now (not for a resend), so one commit holds both. Every
+# lookup has its index: the statement runs with a generic plan of nested loops
+# (`server.db.pool.BATCH_SETTINGS`); `e` joins the batch's own messages, as many as
+# its exchanges (none from the WebSocket) times the batch's messages.
 INSERT_BATCH = """
 WITH fresh AS (
     INSERT INTO chat_keys (message_id, user_id, client_id, "timestamp")
@@ -60,8 +64,17 @@ WITH fresh AS (
           WITH ORDINALITY AS t(u, m, r, f, s, l, n) ORDER BY t.r, t.n) t
     JOIN c ON c.message_id = t.r
     RETURNING id, user_id, NULL::text AS client_id, reply_to, "timestamp", conversation_id
+), e AS (
+    INSERT INTO chat_history (user_id, message, is_user_message, reply_to, finish_reason,
+                              sources, token_lengths, conversation_id)
+    SELECT m.user_id, t.m, false, m.id, t.f, t.s::jsonb, t.l::integer[], m.conversation_id
+    FROM unnest($11::bigint[], $12::text[], $13::text[], $14::text[], $15::text[],
+                $16::text[]) AS t(u, c, m, f, s, l)
+    JOIN m ON m.user_id = t.u AND m.client_id = t.c
+    ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING
+    RETURNING id, user_id, NULL::text AS client_id, reply_to, "timestamp", conversation_id
 )
-SELECT * FROM m UNION ALL SELECT * FROM r
+SELECT * FROM m UNION ALL SELECT * FROM r UNION ALL SELECT * FROM e
 """
 
 EXISTING_MESSAGES = """
@@ -81,7 +94,10 @@ GROUP BY user_id
 
 REPLIES_TO = 'SELECT id, reply_to, "timestamp" FROM chat_history WHERE reply_to = ANY($1::bigint[])'
 
-DELETE_ROWS = "DELETE FROM chat_history WHERE id = ANY($1::bigint[])"
+# Messages taken back, with the replies stored with them.
+DELETE_ROWS = (
+    "DELETE FROM chat_history WHERE id = ANY($1::bigint[]) OR reply_to = ANY($1::bigint[])"
+)
 
 # Every statement the batches run, for the test that their plans use indexes only.
 STATEMENTS = (INSERT_BATCH, EXISTING_MESSAGES, RECENT_COUNTS, REPLIES_TO, DELETE_ROWS)
@@ -90,7 +106,7 @@ STATEMENTS = (INSERT_BATCH, EXISTING_MESSAGES, RECENT_COUNTS, REPLIES_TO, DELETE
 async def insert_batch(
     conn: asyncpg.Connection, *columns: Sequence[object]
 ) -> list[asyncpg.Record]:
-    """Insert a batch (`INSERT_BATCH`'s ten column arrays); the rows inserted."""
+    """Insert a batch (`INSERT_BATCH`'s sixteen column arrays); the rows inserted."""
     return await conn.fetch(INSERT_BATCH, *columns)
 
 

@@ -111,7 +111,7 @@ async def per_message_us(
                     # No conversation named: each user's most recent one (none before 0008),
                     # and no reply stored with its message (none before 2026-12-05).
                     *([[None] * per_batch] if "$10" in INSERT_BATCH else []),
-                    *([[]] * 6 if "$16" in INSERT_BATCH else []),
+                    *([[None] * per_batch] * 4 if "$14" in INSERT_BATCH else []),
                 )
                 previous = [(r["user_id"], r["id"]) for r in rows if r["reply_to"] is None]
             took, cpu = time.perf_counter() - started, cpu_seconds(backend) - cpu

@@ -551,10 +551,14 @@ class ReplyManager:
             self.outbox.publish(Ended(reply.user_id, reply.id, reply_id, reason))
 
     async def _store(self, reply: Reply, reason: FinishReason) -> int | None:
-        row = ReplyRow(
-            "".join(reply.tokens), reason, reply.sources or [], [len(t) for t in reply.tokens]
+        stored = await self.store.add_reply(
+            reply.user_id,
+            reply.message_id,
+            "".join(reply.tokens),
+            reason,
+            reply.sources or [],
+            [len(t) for t in reply.tokens],
         )
-        stored = await self.store.add_reply(reply.user_id, reply.message_id, row)
         return stored.reply_id
 
     def _store_later(self, reply: Reply, reason: FinishReason) -> None:

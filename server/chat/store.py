@@ -135,8 +135,17 @@ class ChatStore:
         self._batches.kick()
         return await future
 
-    async def add_reply(self, user_id: int, reply_to: int, row: ReplyRow) -> StoredReply:
+    async def add_reply(
+        self,
+        user_id: int,
+        reply_to: int,
+        text: str,
+        finish_reason: str,
+        sources: list[dict[str, Any]],
+        token_lengths: list[int],
+    ) -> StoredReply:
         future = asyncio.get_running_loop().create_future()
+        row = ReplyRow(text, finish_reason, sources, token_lengths)
         self._replies.append(_NewReply(user_id, reply_to, row, future))
         self._batches.kick()
         return await future
@@ -189,7 +198,7 @@ class ChatStore:
         for item in messages:
             firsts.setdefault((item.user_id, item.client_id), item)
         fresh = list(firsts.values())
-        exchanges = [i for i in fresh if i.reply is not None]
+        answered = [i.reply.row if i.reply is not None else None for i in fresh]
         args = (
             [i.user_id for i in fresh],
             [i.text for i in fresh],
@@ -199,10 +208,9 @@ class ChatStore:
             [i.reply_to for i in replies],
             *_reply_columns([i.row for i in replies]),
             [i.conversation_id for i in fresh],
-            [i.user_id for i in exchanges],
-            [i.client_id for i in exchanges],
-            [i.reply.row.text for i in exchanges if i.reply is not None],
-            *_reply_columns([i.reply.row for i in exchanges if i.reply is not None]),
+            # Beside each message: the reply stored with it, or NULLs.
+            [r.text if r is not None else None for r in answered],
+            *_reply_columns(answered),
         )
         outcome: dict[tuple[int, str], Any] = {}
         if self.rate_per_minute and fresh:
@@ -299,14 +307,17 @@ class ChatStore:
             await group_commit.delete_rows(conn, refused)
 
 
-def _reply_columns(rows: Sequence[ReplyRow]) -> tuple[list[str], list[str], list[str]]:
-    """Finish reasons, sources and token lengths of reply rows, as the batch takes them."""
+def _reply_columns(
+    rows: Sequence[ReplyRow | None],
+) -> tuple[list[str | None], list[str | None], list[str | None]]:
+    """Finish reasons, sources and token lengths of reply rows (None: NULLs), as the
+    batch takes them."""
     return (
-        [r.finish_reason for r in rows],
+        [r.finish_reason if r else None for r in rows],
         # JSON text: asyncpg would read a list of lists as a 2-D array.
-        [orjson.dumps(r.sources).decode() for r in rows],
+        [orjson.dumps(r.sources).decode() if r else None for r in rows],
         # An array literal per row, cast in SQL ('{3,1,4}'::integer[]).
-        ["{" + ",".join(map(str, r.token_lengths)) + "}" for r in rows],
+        ["{" + ",".join(map(str, r.token_lengths)) + "}" if r else None for r in rows],
     )
 
 

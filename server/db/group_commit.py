@@ -25,21 +25,22 @@ import asyncpg
 # a user deleted meanwhile (a guest that joined an account) is not inserted: its foreign
 # key would fail the whole batch. The per-statement trigger of 0008 then moves the
 # conversations' activity, once a batch. `e` stores replies generated before their
-# message was stored (REST with an LLM that answers at once), with the message they
-# answer when it is inserted now (not for a resend), so one commit holds both. Every
-# lookup has its index: the statement runs with a generic plan of nested loops
-# (`server.db.pool.BATCH_SETTINGS`); `e` joins the batch's own messages, as many as
-# its exchanges (none from the WebSocket) times the batch's messages.
+# message was stored (REST with an LLM that answers at once: $11-$14, beside their
+# messages, NULL for the others), with the message they answer when its key is new (not
+# for a resend): the key is written with its reply's id already claimed, so one commit
+# holds both. Every lookup has its index: the statement runs with a generic plan of
+# nested loops (`server.db.pool.BATCH_SETTINGS`).
 INSERT_BATCH = """
 WITH fresh AS (
-    INSERT INTO chat_keys (message_id, user_id, client_id, "timestamp")
-    SELECT nextval('chat_history_id_seq'), t.u, t.c, now()
-    FROM unnest($1::bigint[], $3::text[], $10::bigint[]) AS t(u, c, v)
+    INSERT INTO chat_keys (message_id, user_id, client_id, "timestamp", reply_id)
+    SELECT nextval('chat_history_id_seq'), t.u, t.c, now(),
+           CASE WHEN t.a IS NOT NULL THEN nextval('chat_history_id_seq') END
+    FROM unnest($1::bigint[], $3::text[], $10::bigint[], $11::text[]) AS t(u, c, v, a)
     WHERE EXISTS (SELECT 1 FROM users s WHERE s.id = t.u)
       AND (t.v IS NULL
            OR EXISTS (SELECT 1 FROM conversations k WHERE k.id = t.v AND k.user_id = t.u))
     ON CONFLICT (user_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
-    RETURNING message_id, user_id, client_id
+    RETURNING message_id, user_id, client_id, reply_id
 ), m AS (
     INSERT INTO chat_history (id, user_id, message, is_user_message, client_id, conversation_id)
     SELECT fresh.message_id, t.u, t.m, true, t.c,
@@ -65,13 +66,15 @@ WITH fresh AS (
     JOIN c ON c.message_id = t.r
     RETURNING id, user_id, NULL::text AS client_id, reply_to, "timestamp", conversation_id
 ), e AS (
-    INSERT INTO chat_history (user_id, message, is_user_message, reply_to, finish_reason,
+    INSERT INTO chat_history (id, user_id, message, is_user_message, reply_to, finish_reason,
                               sources, token_lengths, conversation_id)
-    SELECT m.user_id, t.m, false, m.id, t.f, t.s::jsonb, t.l::integer[], m.conversation_id
-    FROM unnest($11::bigint[], $12::text[], $13::text[], $14::text[], $15::text[],
-                $16::text[]) AS t(u, c, m, f, s, l)
-    JOIN m ON m.user_id = t.u AND m.client_id = t.c
-    ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING
+    SELECT fresh.reply_id, m.user_id, t.a, false, m.id, t.f, t.s::jsonb, t.l::integer[],
+           m.conversation_id
+    FROM unnest($1::bigint[], $3::text[], $11::text[], $12::text[], $13::text[],
+                $14::text[]) AS t(u, c, a, f, s, l)
+    JOIN fresh ON fresh.user_id = t.u AND fresh.client_id = t.c
+    JOIN m ON m.id = fresh.message_id
+    WHERE t.a IS NOT NULL
     RETURNING id, user_id, NULL::text AS client_id, reply_to, "timestamp", conversation_id
 )
 SELECT * FROM m UNION ALL SELECT * FROM r UNION ALL SELECT * FROM e
@@ -106,7 +109,7 @@ STATEMENTS = (INSERT_BATCH, EXISTING_MESSAGES, RECENT_COUNTS, REPLIES_TO, DELETE
 async def insert_batch(
     conn: asyncpg.Connection, *columns: Sequence[object]
 ) -> list[asyncpg.Record]:
-    """Insert a batch (`INSERT_BATCH`'s sixteen column arrays); the rows inserted."""
+    """Insert a batch (`INSERT_BATCH`'s fourteen column arrays); the rows inserted."""
     return await conn.fetch(INSERT_BATCH, *columns)
 
 

@@ -54,7 +54,7 @@ async def store(
         [REPLY_SOURCES] * len(replies),
         ["{1,2}"] * len(replies),
         [v for _, _, v in messages],
-        *([[]] * 6),  # no reply stored with its message
+        *([[None] * len(messages)] * 4),  # no reply stored with its message
     )
 
 

@@ -109,6 +109,7 @@ class IdleSocket(asyncio.Protocol):
         "closing",
         "done",
         "errors",
+        "pings",
         "ready",
         "transport",
     )
@@ -123,6 +124,7 @@ class IdleSocket(asyncio.Protocol):
         self._buffer = bytearray()
         self._upgraded = False
         self._close_sent = False
+        self.pings = 0  # answered: a close for silence after some says they were not seen
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -150,6 +152,7 @@ class IdleSocket(asyncio.Protocol):
     def _on_frame(self, opcode: int, payload: bytes) -> None:
         assert self.transport is not None
         if opcode == PING:
+            self.pings += 1
             self.transport.write(client_frame(PONG, payload))
         elif opcode == TEXT and not self.ready.done():
             kind = orjson.loads(payload).get("type")
@@ -160,7 +163,7 @@ class IdleSocket(asyncio.Protocol):
         elif opcode == CLOSE:
             code = struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else None
             if not self.closing():
-                self.errors[f"closed by the server ({code})"] += 1
+                self.errors[f"closed by the server ({code}) after {min(self.pings, 3)} pings"] += 1
             self._send_close(payload[:2])
             self.transport.close()
         elif opcode != PONG:

@@ -71,7 +71,7 @@ async def test_an_idle_socket_answers_pings_and_counts_the_servers_close(
     assert await asyncio.wait_for(sock.ready, 5) is None
     await asyncio.wait_for(sock.done, 5)
     assert pongs == [b"beat"]
-    assert errors == {"closed by the server (4401)": 1}
+    assert errors == {"closed by the server (4401) after 1 pings": 1}
 
 
 async def test_closing_on_purpose_is_no_error(pinging_server: tuple[str, list[bytes]]) -> None:

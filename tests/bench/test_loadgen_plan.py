@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bench.loadgen import ONE_ADDRESS_MAX, PER_PROCESS, plan
+from bench.loadgen import ONE_ADDRESS_MAX, PER_ADDRESS, PER_PROCESS, plan
 
 
 def test_few_connections_keep_the_processes_asked_for_and_any_address() -> None:
-    assert plan(1100, 1) == (1, [None])
-    assert plan(6, 2) == (2, [None, None])
-    assert plan(1, 4) == (1, [None])
+    assert plan(1100, 1) == (1, [()])
+    assert plan(6, 2) == (2, [(), ()])
+    assert plan(1, 4) == (1, [()])
 
 
 def test_more_connections_than_a_process_holds_get_more_processes() -> None:
@@ -19,15 +19,19 @@ def test_more_connections_than_a_process_holds_get_more_processes() -> None:
     assert len(sources) == 4
 
 
-def test_more_than_one_address_holds_gets_an_address_a_process() -> None:
-    connections = max(ONE_ADDRESS_MAX, PER_PROCESS) * 4
+def test_many_connections_get_addresses_of_their_own_a_process_each_lightly_used() -> None:
+    connections = 100_100
     processes, sources = plan(connections, 1)
-    assert len(set(sources)) == processes >= 4
-    assert all(s is not None and s.startswith("127.0.0.") and s != "127.0.0.1" for s in sources)
+    assert len(sources) == processes >= connections / PER_PROCESS
+    every = [a for mine in sources for a in mine]
+    assert len(every) == len(set(every)) >= connections / PER_ADDRESS
+    assert all(a.startswith("127.0.0.") and a != "127.0.0.1" for a in every)
+    assert all(sources)
 
 
-def test_addresses_asked_for_are_shared_round_robin() -> None:
-    assert plan(100, 4, source_addresses=2)[1] == ["127.0.0.2", "127.0.0.3"] * 2
+def test_addresses_asked_for_are_dealt_in_turn_and_shared_when_fewer() -> None:
+    assert plan(100, 4, source_addresses=2)[1] == [("127.0.0.2",), ("127.0.0.3",)] * 2
+    assert plan(100, 2, source_addresses=3)[1] == [("127.0.0.2", "127.0.0.4"), ("127.0.0.3",)]
 
 
 def test_too_few_addresses_for_the_connections_is_refused() -> None:

@@ -103,7 +103,11 @@ class EmbeddingWorker:
         if future is None:
             loop = asyncio.get_running_loop()
             future = self._running[key] = loop.create_future()
-            self._put(lambda: self._questions.append((key, question, loop)))
+            try:
+                self._put(lambda: self._questions.append((key, question, loop)))
+            except RuntimeError:
+                del self._running[key]  # closed: the next asker must not wait for it
+                raise
         else:
             self.counts.joined += 1
         # Shielded: one asker's cancel (a reply cancelled) must not fail the others.
@@ -116,6 +120,7 @@ class EmbeddingWorker:
                 continue
             if error is not None:
                 future.set_exception(error)
+                future.exception()  # askers who all gave up must not log it as unseen
                 continue
             vector = vectors[n]
             future.set_result(vector)

@@ -6,8 +6,10 @@
 Replays the store's own batch statement (`INSERT_BATCH`: a batch's new messages and the
 replies to the previous batch's, in one statement) on a throwaway database with the
 project's migrations, once as migrated and once per variant that drops one index or
-constraint of `chat_history`. Prints, per message (two rows), the CPU time of the
-PostgreSQL backend serving the connection and the wall time, on one connection with
+constraint of `chat_history`, with the session settings of the server's batches
+(`BATCH_SETTINGS`; before them, a plan made for each batch). Prints, per message (two
+rows), the CPU time of the PostgreSQL backend serving the connection and the wall time,
+on one connection with
 `synchronous_commit=off`, so what is left is PostgreSQL's work and the round trip, not
 the disk. This is how `reply_to` lost its foreign key (migration 0004); the variants
 that remove what the contract or the queries need are there to show what each piece
@@ -41,6 +43,10 @@ try:
     from server.db.conversations import build_index
 except ImportError:  # a checkout from before conversations (migration 0008)
     build_index = None
+try:
+    from server.db.pool import BATCH_SETTINGS as SESSION
+except ImportError:  # before the batches had connections of their own (2026-12-05)
+    SESSION = {"plan_cache_mode": "force_custom_plan"}
 
 sys.path.insert(1, str(ROOT))
 from bench.harness import cpu_seconds  # noqa: E402
@@ -59,6 +65,7 @@ VARIANTS = {
     "without the activity trigger (0008)": [
         "DROP TRIGGER chat_history_touch_conversations ON chat_history"
     ],
+    "without the keys' adopt trigger (0015)": ["DROP TRIGGER chat_keys_adopt ON chat_history"],
     "conversations indexed by user only (activity updates HOT)": [
         "DROP INDEX conversations_user_active",
         "CREATE INDEX conversations_user ON conversations (user_id)",
@@ -90,7 +97,8 @@ async def per_message_us(
             )
             users = [r["id"] for r in await conn.fetch("SELECT id FROM users ORDER BY id")]
             await conn.execute("SET synchronous_commit = off")
-            await conn.execute("SET plan_cache_mode = force_custom_plan")  # as pool.py does
+            for name, value in SESSION.items():  # as the server's batches run
+                await conn.execute(f"SET {name} = {value}")
             previous: list[tuple[int, int]] = []  # (user, message id) awaiting a reply
             backend = conn.get_server_pid()
             cpu, started = cpu_seconds(backend), time.perf_counter()

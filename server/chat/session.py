@@ -306,13 +306,13 @@ class Session:
         if now - conn.last_seen >= SILENT_LIMIT_S:
             conn.close_soon(CloseCode.POLICY, "no sign of life for 60 s")
             return
+        if now >= self._warn_at:
+            self._warn_at = math.inf
+            self._error(None, ErrorCode.TOKEN_EXPIRED, "the token expires soon; send a fresh auth")
         if now >= self._close_at:
             self._error(None, ErrorCode.TOKEN_EXPIRED, "the token expired")
             conn.close_soon(CloseCode.AUTH_FAILED, "token expired")
             return
-        if now >= self._warn_at:
-            self._warn_at = math.inf
-            self._error(None, ErrorCode.TOKEN_EXPIRED, "the token expires soon; send a fresh auth")
         if now >= self._next_ping:
             self._next_ping = now + PING_EVERY_S
             self._pinging = asyncio.create_task(self._ping())

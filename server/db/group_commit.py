@@ -29,13 +29,21 @@ import asyncpg
 # messages, NULL for the others), with the message they answer when its key is new (not
 # for a resend): the key is written with its reply's id already claimed, so one commit
 # holds both. Every lookup has its index: the statement runs with a generic plan of
-# nested loops (`server.db.pool.BATCH_SETTINGS`).
+# nested loops (`server.db.pool.BATCH_SETTINGS`). The ids are drawn in `t` (in the batch's
+# order) so that `m` finds its new keys by id in one array (an array scan a row), not by a
+# nested loop over `fresh`, and `r` takes each claimed reply's columns at its first place
+# in the arrays (`array_position`: the first of two replies to one message wins), not by
+# a nested loop over `c`: those loops cost a 500-message batch 180 µs a message against
+# 80 for batches of 50.
 INSERT_BATCH = """
-WITH fresh AS (
+WITH t AS (
+    SELECT nextval('chat_history_id_seq') AS id, x.u, x.m, x.c, x.v,
+           CASE WHEN x.a IS NOT NULL THEN nextval('chat_history_id_seq') END AS rid
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $10::bigint[], $11::text[])
+         AS x(u, m, c, v, a)
+), fresh AS (
     INSERT INTO chat_keys (message_id, user_id, client_id, "timestamp", reply_id)
-    SELECT nextval('chat_history_id_seq'), t.u, t.c, now(),
-           CASE WHEN t.a IS NOT NULL THEN nextval('chat_history_id_seq') END
-    FROM unnest($1::bigint[], $3::text[], $10::bigint[], $11::text[]) AS t(u, c, v, a)
+    SELECT t.id, t.u, t.c, now(), t.rid FROM t
     WHERE EXISTS (SELECT 1 FROM users s WHERE s.id = t.u)
       AND (t.v IS NULL
            OR EXISTS (SELECT 1 FROM conversations k WHERE k.id = t.v AND k.user_id = t.u))
@@ -43,11 +51,11 @@ WITH fresh AS (
     RETURNING message_id, user_id, client_id, reply_id
 ), m AS (
     INSERT INTO chat_history (id, user_id, message, is_user_message, client_id, conversation_id)
-    SELECT fresh.message_id, t.u, t.m, true, t.c,
+    SELECT t.id, t.u, t.m, true, t.c,
            coalesce(t.v, (SELECT k.id FROM conversations k WHERE k.user_id = t.u
                           ORDER BY k.updated_at DESC, k.id DESC LIMIT 1))
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $10::bigint[]) AS t(u, m, c, v)
-    JOIN fresh ON fresh.user_id = t.u AND fresh.client_id = t.c
+    FROM t
+    WHERE t.id = ANY ((SELECT array_agg(message_id) FROM fresh)::bigint[])
     RETURNING id, user_id, client_id, NULL::bigint AS reply_to, "timestamp", conversation_id
 ), c AS (
     UPDATE chat_keys k SET reply_id = nextval('chat_history_id_seq')
@@ -58,12 +66,11 @@ WITH fresh AS (
 ), r AS (
     INSERT INTO chat_history (id, user_id, message, is_user_message, reply_to, finish_reason,
                               sources, token_lengths, conversation_id)
-    SELECT c.reply_id, c.user_id, t.m, false, t.r, t.f, t.s::jsonb, t.l::integer[],
-           c.conversation_id
-    FROM (SELECT DISTINCT ON (t.r) * FROM unnest($4::bigint[], $5::text[], $6::bigint[],
-                                                 $7::text[], $8::text[], $9::text[])
-          WITH ORDINALITY AS t(u, m, r, f, s, l, n) ORDER BY t.r, t.n) t
-    JOIN c ON c.message_id = t.r
+    SELECT c.reply_id, c.user_id, ($5::text[])[i.p], false, c.message_id, ($7::text[])[i.p],
+           ($8::text[])[i.p]::jsonb, ($9::text[])[i.p]::integer[], c.conversation_id
+    FROM c CROSS JOIN LATERAL (SELECT array_position($6::bigint[], c.message_id) AS p) i
+    -- $4 (who sent the reply) is not needed: the user is the message's. Typed here.
+    WHERE cardinality($4::bigint[]) = cardinality($6::bigint[])
     RETURNING id, user_id, NULL::text AS client_id, reply_to, "timestamp", conversation_id
 ), e AS (
     INSERT INTO chat_history (id, user_id, message, is_user_message, reply_to, finish_reason,

@@ -68,14 +68,27 @@ async def test_metrics_token_guards_the_endpoint(aiohttp_client, make_settings):
 
 async def test_one_scrape_covers_every_worker(tmp_path, database_url):
     """WORKERS=2: requests spread over both processes; any worker's scrape counts them all."""
+    files = tmp_path / "var" / "metrics"
     async with server_process(tmp_path, database_url, TEST_SECRET, WORKERS="2") as server:
-        sent = 40
-        for _ in range(sent):  # a new connection each: the kernel spreads them over workers
-            async with (
+
+        async def healthz() -> None:
+            async with (  # a new connection each: the kernel spreads them over workers
                 aiohttp.ClientSession() as session,
                 session.get(server.url + "/healthz") as resp,
             ):
                 assert resp.status == 200
+
+        # The server answers once one worker listens; the other may still be starting.
+        # Until each worker has counted something in a file of its own, keep asking.
+        sent = 0
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(list(files.glob("counter_*.db"))) < 2:
+            assert asyncio.get_running_loop().time() < deadline, "one worker never counted"
+            await healthz()
+            sent += 1
+        for _ in range(40):
+            await healthz()
+            sent += 1
         for _ in range(3):  # every scrape, on whichever worker takes it, sees the same total
             async with (
                 aiohttp.ClientSession() as session,
@@ -83,10 +96,8 @@ async def test_one_scrape_covers_every_worker(tmp_path, database_url):
             ):
                 found = samples(await resp.text())
             assert requests_total(found, "GET", "/healthz", "200") == sent
-        # Both workers counted (the kernel spread 40 new connections over them), each in
-        # its own file: the totals above are their sum.
-        files = sorted(p.name for p in (tmp_path / "var" / "metrics").glob("counter_*.db"))
-        assert len(files) == 2, files
+        # Both workers counted, each in its own file: the totals above are their sum.
+        assert len(list(files.glob("counter_*.db"))) == 2
 
 
 def value(found, name: str, **labels: str) -> float:

@@ -114,30 +114,39 @@ async def test_a_guests_conversations_carry_over(site):
 
 
 def bad_tokens() -> list:
-    now = int(time.time())
+    """Each made when its test runs (`now` then): a token made at collection time would
+    drift towards the bounds it tests during a long run."""
+
+    def now() -> int:
+        return int(time.time())
+
     return [
-        pytest.param(host_token(secret="another-secret-" + "f" * 64, sub="x"), id="wrong key"),
-        pytest.param(host_token(sub="x")[:-4] + "AAAA", id="forged signature"),
-        pytest.param(unsigned(sub="x", exp=now + 600), id="alg none"),
-        pytest.param(host_token(algorithm="HS512", sub="x"), id="HS512"),
-        pytest.param(host_token(algorithm="HS384", sub="x"), id="HS384"),
-        pytest.param(host_token(sub="x", exp=now - 10), id="expired"),
-        pytest.param(host_token(sub="x", exp=now + 24 * 3600 + 120), id="exp over 24 h ahead"),
-        pytest.param(jwt.encode({"sub": "x"}, SECRET, algorithm="HS256"), id="no exp"),
-        pytest.param(host_token(sub=""), id="empty sub"),
-        pytest.param(host_token(), id="no sub"),
-        pytest.param(host_token(sub="x" * 201), id="sub over 200"),
-        pytest.param(host_token(sub=42), id="sub not a string"),
-        pytest.param(host_token(sub="x", exp="tomorrow"), id="exp not a number"),
-        pytest.param(host_token(sub="x", email=["a@b.c"]), id="email not a string"),
-        pytest.param("not.a.jwt", id="garbage"),
-        pytest.param("", id="empty"),
+        pytest.param(
+            lambda: host_token(secret="another-secret-" + "f" * 64, sub="x"), id="wrong key"
+        ),
+        pytest.param(lambda: host_token(sub="x")[:-4] + "AAAA", id="forged signature"),
+        pytest.param(lambda: unsigned(sub="x", exp=now() + 600), id="alg none"),
+        pytest.param(lambda: host_token(algorithm="HS512", sub="x"), id="HS512"),
+        pytest.param(lambda: host_token(algorithm="HS384", sub="x"), id="HS384"),
+        pytest.param(lambda: host_token(sub="x", exp=now() - 10), id="expired"),
+        pytest.param(
+            lambda: host_token(sub="x", exp=now() + 24 * 3600 + 120), id="exp over 24 h ahead"
+        ),
+        pytest.param(lambda: jwt.encode({"sub": "x"}, SECRET, algorithm="HS256"), id="no exp"),
+        pytest.param(lambda: host_token(sub=""), id="empty sub"),
+        pytest.param(lambda: host_token(), id="no sub"),
+        pytest.param(lambda: host_token(sub="x" * 201), id="sub over 200"),
+        pytest.param(lambda: host_token(sub=42), id="sub not a string"),
+        pytest.param(lambda: host_token(sub="x", exp="tomorrow"), id="exp not a number"),
+        pytest.param(lambda: host_token(sub="x", email=["a@b.c"]), id="email not a string"),
+        pytest.param(lambda: "not.a.jwt", id="garbage"),
+        pytest.param(lambda: "", id="empty"),
     ]
 
 
-@pytest.mark.parametrize("token", bad_tokens())
-async def test_bad_host_tokens_are_401(site, token):
-    status, body = await identify(site, token)
+@pytest.mark.parametrize("make_token", bad_tokens())
+async def test_bad_host_tokens_are_401(site, make_token):
+    status, body = await identify(site, make_token())
     assert status == 401 and "detail" in body
 
 

@@ -46,7 +46,7 @@ def _int(lo: int, hi: int | None = None) -> Callable[[str, str], int]:
     return parse
 
 
-def _float(lo: float) -> Callable[[str, str], float]:
+def _float(lo: float, hi: float | None = None) -> Callable[[str, str], float]:
     def parse(name: str, raw: str) -> float:
         try:
             value = float(raw.strip())
@@ -54,6 +54,8 @@ def _float(lo: float) -> Callable[[str, str], float]:
             raise SettingsError(f"{name} must be a number, got {raw!r}") from None
         if not value >= lo:
             raise SettingsError(f"{name} must be at least {lo}, got {raw!r}")
+        if hi is not None and not value <= hi:
+            raise SettingsError(f"{name} must be at most {hi}, got {raw!r}")
         return value
 
     return parse
@@ -231,6 +233,7 @@ class Settings:
     ws_pending_auth_per_address: int = setting("WS_PENDING_AUTH_PER_ADDRESS", _int(0), 20)
     ws_pending_auth_max: int = setting("WS_PENDING_AUTH_MAX", _int(0), 2000)
     session_recheck_s: float = setting("SESSION_RECHECK_S", _float(0.1), 2.0)
+    group_commit_wait_ms: float = setting("GROUP_COMMIT_WAIT_MS", _float(0, 100), 0.0)
     login_rate_per_minute: int = setting("LOGIN_RATE_PER_MINUTE", _int(1), 10)
     signups_per_hour_per_address: int = setting("SIGNUPS_PER_HOUR_PER_ADDRESS", _int(0), 20)
     allow_guests: bool = setting("ALLOW_GUESTS", _bool, False)

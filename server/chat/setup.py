@@ -21,7 +21,12 @@ from server.fanout.backend import transport
 async def chat_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     pool = app[keys.POOL]
-    store = ChatStore(pool, settings.chat_rate_per_minute, app[keys.BATCH_POOL])
+    store = ChatStore(
+        pool,
+        settings.chat_rate_per_minute,
+        app[keys.BATCH_POOL],
+        settings.group_commit_wait_ms / 1000,
+    )
     metrics = app[keys.METRICS]
     connections = Connections(metrics.connections)
     backend = transport(settings.fanout_url, app[keys.DSN], pool)

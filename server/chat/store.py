@@ -106,14 +106,18 @@ class ChatStore:
         pool: asyncpg.Pool,
         rate_per_minute: int = 0,
         batch_pool: asyncpg.Pool | None = None,
+        wait_s: float = 0.0,
     ) -> None:
         """`pool` for everyone's reads of chat rows; the batches run on `batch_pool`
-        (`server.db.pool.BATCH_SETTINGS`), by default on `pool` too."""
+        (`server.db.pool.BATCH_SETTINGS`), by default on `pool` too. `wait_s`: how long
+        a batch begun in a quiet spell gathers (`GROUP_COMMIT_WAIT_MS`)."""
         self.pool = pool
         self.rate_per_minute = rate_per_minute
         self._messages: list[_NewMessage] = []
         self._replies: list[_NewReply] = []
-        self._batches = BatchLoop(batch_pool or pool, self._take, self._commit_batch, self._fail)
+        self._batches = BatchLoop(
+            batch_pool or pool, self._take, self._commit_batch, self._fail, wait_s
+        )
 
     # -- public API ---------------------------------------------------------------------
 

@@ -24,7 +24,8 @@ class BatchLoop(Generic[B]):
     """Runs `run(conn, batch)` for each `take()` (None: nothing queued) while work waits.
 
     `fail(batch, exc)` settles a batch whose statement failed. Call `kick()` after
-    queueing work; `close()` waits for the batches in hand.
+    queueing work; `close()` waits for the batches in hand. `wait_s`: how long the
+    first item of a quiet spell waits for company before its batch runs (0: not at all).
     """
 
     def __init__(
@@ -33,8 +34,10 @@ class BatchLoop(Generic[B]):
         take: Callable[[], B | None],
         run: Callable[[asyncpg.Connection, B], Awaitable[None]],
         fail: Callable[[B, Exception], None],
+        wait_s: float = 0.0,
     ) -> None:
         self.pool = pool
+        self.wait_s = wait_s
         self._take = take
         self._run = run
         self._fail = fail
@@ -50,6 +53,8 @@ class BatchLoop(Generic[B]):
             await asyncio.shield(self._task)
 
     async def _loop(self) -> None:
+        if self.wait_s:
+            await asyncio.sleep(self.wait_s)
         # Work queued while the connection is given back is taken by the outer loop.
         while (batch := self._take()) is not None:
             conn: asyncpg.Connection | None = None

@@ -132,12 +132,7 @@ class ChatStore:
         """Store a user message once per (user, client id), in `conversation_id` (None: the
         user's most recently active conversation, made when there is none); raise
         IdConflict, RateLimited, UnknownConversation."""
-        if conversation_id is not None and not 1 <= conversation_id <= BIGINT_MAX:
-            raise UnknownConversation()  # no conversation has such an id
-        future = asyncio.get_running_loop().create_future()
-        self._messages.append(_NewMessage(user_id, client_id, text, conversation_id, future))
-        self._batches.kick()
-        return await future
+        return await self._queue_message(user_id, client_id, text, conversation_id)
 
     async def add_reply(
         self,
@@ -159,15 +154,25 @@ class ChatStore:
     ) -> tuple[StoredMessage, StoredReply]:
         """A message and its reply, generated already, in one batch: as `add_message`,
         and the reply's row when the message is new (else NOT_STORED)."""
-        if conversation_id is not None and not 1 <= conversation_id <= BIGINT_MAX:
-            raise UnknownConversation()
-        loop = asyncio.get_running_loop()
-        reply = _NewReply(user_id, 0, row, loop.create_future())
-        item = _NewMessage(user_id, client_id, text, conversation_id, loop.create_future(), reply)
-        self._messages.append(item)
-        self._batches.kick()
-        stored = await item.future
+        reply = _NewReply(user_id, 0, row, asyncio.get_running_loop().create_future())
+        stored = await self._queue_message(user_id, client_id, text, conversation_id, reply)
         return stored, await reply.future
+
+    async def _queue_message(
+        self,
+        user_id: int,
+        client_id: str,
+        text: str,
+        conversation_id: int | None,
+        reply: _NewReply | None = None,
+    ) -> StoredMessage:
+        """`add_message`, with the reply to store beside it, if any."""
+        if conversation_id is not None and not 1 <= conversation_id <= BIGINT_MAX:
+            raise UnknownConversation()  # no conversation has such an id
+        future = asyncio.get_running_loop().create_future()
+        self._messages.append(_NewMessage(user_id, client_id, text, conversation_id, future, reply))
+        self._batches.kick()
+        return await future
 
     async def close(self) -> None:
         """Let the last batch commit."""

@@ -146,20 +146,26 @@ async def test_paging_by_activity(client):
     assert [c["id"] for c in page] == order[4:]
 
 
+async def assert_not_found(client, token: str, cid: int, question: str) -> None:
+    """Conversation `cid` is not `token`'s: asking in it, reading, renaming and deleting
+    it are each 404."""
+    status, body = await chat(client, token, question, conversation_id=cid)
+    assert status == 404 and "detail" in body
+    status, _ = await history(client, token, f"?conversation_id={cid}")
+    assert status == 404
+    resp = await client.patch(f"{API}/{cid}", json={"title": "mine"}, headers=auth(token))
+    assert resp.status == 404
+    resp = await client.delete(f"{API}/{cid}", headers=auth(token))
+    assert resp.status == 404
+
+
 async def test_another_users_conversation_is_404_everywhere(client, db):
     owner, _ = await new_user(client)
     other, _ = await new_user(client)
     theirs = await create(client, owner, title="private")
     await chat(client, owner, "a secret question", conversation_id=theirs["id"])
     cid = theirs["id"]
-    status, _ = await chat(client, other, "let me in", conversation_id=cid)
-    assert status == 404
-    status, _ = await history(client, other, f"?conversation_id={cid}")
-    assert status == 404
-    resp = await client.patch(f"{API}/{cid}", json={"title": "mine"}, headers=auth(other))
-    assert resp.status == 404
-    resp = await client.delete(f"{API}/{cid}", headers=auth(other))
-    assert resp.status == 404
+    await assert_not_found(client, other, cid, "let me in")
     resp = await client.get(f"{API}?before={cid}", headers=auth(other))
     assert resp.status == 404
     assert await listing(client, other) == []
@@ -172,14 +178,7 @@ async def test_another_users_conversation_is_404_everywhere(client, db):
 @pytest.mark.parametrize("cid", [0, -5, 2**63, 987654321])
 async def test_unknown_conversation_ids_are_404(client, cid):
     token, _ = await new_user(client)
-    status, body = await chat(client, token, "hi", conversation_id=cid)
-    assert status == 404 and "detail" in body
-    status, _ = await history(client, token, f"?conversation_id={cid}")
-    assert status == 404
-    resp = await client.patch(f"{API}/{cid}", json={"title": "x"}, headers=auth(token))
-    assert resp.status == 404
-    resp = await client.delete(f"{API}/{cid}", headers=auth(token))
-    assert resp.status == 404
+    await assert_not_found(client, token, cid, "hi")
     assert (await history(client, token))[1] == []
 
 

@@ -15,10 +15,13 @@ second signal stops it at once (exit status 1).
 With WORKERS above 1 this process only supervises: it starts the embedded
 PostgreSQL (when there is no DATABASE_URL) and the secret key once, then runs
 WORKERS copies of itself that each listen on HOST:PORT with SO_REUSEPORT, so
-the kernel spreads new connections over them. They share nothing but
-PostgreSQL, like instances on several machines. SIGTERM or SIGINT is passed on
-to every worker, and the supervisor waits for their graceful shutdown; a
-worker that dies otherwise is started again.
+the kernel spreads new connections over them, and one more copy, the shared
+writer, that group-commits the chat rows of every worker
+(`server/chat/store_writer.py`; GROUP_COMMIT_SHARED=false leaves it out, and
+each worker commits its own, as instances on several machines do). Otherwise the
+workers share nothing but PostgreSQL. SIGTERM or SIGINT is passed on to every
+worker, and the supervisor waits for their graceful shutdown, then stops the
+writer; a worker or writer that dies otherwise is started again.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -163,26 +167,40 @@ async def _tune_gc(_app: object) -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-class Supervisor:
-    """Runs `count` worker processes of this script and passes signals on to them."""
+def serve_writer(settings: Settings) -> None:
+    """The shared writer of a supervisor's workers (`server.chat.store_writer`)."""
+    import uvloop
 
-    def __init__(self, count: int, env: dict[str, str], grace_s: float) -> None:
+    from server.chat.store_writer import run_writer
+
+    assert settings.chat_writer_socket is not None
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run_writer(settings, settings.chat_writer_socket))
+
+
+class Supervisor:
+    """Runs `count` worker processes of this script (and its shared writer, when
+    `writer`) and passes signals on to them."""
+
+    def __init__(self, count: int, env: dict[str, str], grace_s: float, writer: bool) -> None:
         self.count = count
         self.env = env
         self.grace_s = grace_s
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.writer: subprocess.Popen[bytes] | None = None
+        self.with_writer = writer
         self.stopping: int | None = None  # the signal that asked us to stop
         self.bad_setting = False
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, role: str = "--worker") -> subprocess.Popen[bytes]:
         # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which
         # passes it on once (a second SIGINT would cut a worker's graceful shutdown).
         proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "serve", "--worker"],
+            [sys.executable, os.path.abspath(__file__), "serve", role],
             env=self.env,
             start_new_session=True,
         )
-        log.info("worker %d started", proc.pid)
+        log.info("%s %d started", role.strip("-"), proc.pid)
         return proc
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -204,9 +222,22 @@ class Supervisor:
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        if self.with_writer:
+            self.writer = self._spawn("--writer")
         self.workers = [self._spawn() for _ in range(self.count)]
         while self.stopping is None:
             time.sleep(0.2)
+            if self.writer is not None and self.writer.poll() is not None:
+                # Meanwhile each worker stores its rows itself (server/chat/store_link.py).
+                log.error(
+                    "writer %d exited with %s; restarting", self.writer.pid, self.writer.returncode
+                )
+                self.bad_setting |= self.writer.returncode == BAD_SETTING
+                if self.bad_setting:
+                    self._on_signal(signal.SIGTERM, None)
+                else:
+                    time.sleep(RESTART_DELAY_S)
+                    self.writer = self._spawn("--writer")
             for i, proc in enumerate(self.workers):
                 if proc.returncode == BAD_SETTING and self.stopping is None:
                     log.error("worker %d found a bad setting; stopping", proc.pid)
@@ -226,10 +257,23 @@ class Supervisor:
                 log.warning("worker %d did not stop in time; killing it", proc.pid)
                 proc.kill()
                 proc.wait()
+        self._stop_writer()
         if self.bad_setting:
             return BAD_SETTING
         failed = [p.returncode for p in self.workers if p.returncode not in (0, -signal.SIGTERM)]
         return 1 if failed else 0
+
+    def _stop_writer(self) -> None:
+        """After the workers: they store their last replies through it as they stop."""
+        if self.writer is None or self.writer.poll() is not None:
+            return
+        self.writer.send_signal(signal.SIGTERM)
+        try:
+            self.writer.wait(15)
+        except subprocess.TimeoutExpired:
+            log.warning("writer %d did not stop in time; killing it", self.writer.pid)
+            self.writer.kill()
+            self.writer.wait()
 
 
 def serve_workers(settings: Settings) -> None:
@@ -246,8 +290,13 @@ def serve_workers(settings: Settings) -> None:
             log.info("using the embedded PostgreSQL in %s", settings.var_dir / "pgdata")
         env["SECRET_KEY"] = settings.with_secret().secret_key
         env.setdefault(MULTIPROC_ENV, str(_metrics_dir(settings)))
+        if settings.group_commit_shared:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="chat-writer-"))
+            env["CHAT_WRITER_SOCKET"] = os.path.join(folder, "writer.sock")
         log.info("serving on %s:%d with %d workers", settings.host, settings.port, settings.workers)
-        supervisor = Supervisor(settings.workers, env, settings.shutdown_timeout_s + 15)
+        supervisor = Supervisor(
+            settings.workers, env, settings.shutdown_timeout_s + 15, settings.group_commit_shared
+        )
         status = supervisor.run()
     raise SystemExit(status)
 
@@ -271,11 +320,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Real-time AI chat server")
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "purge"])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     settings = _settings()
     _logging(settings)
     if args.command == "purge":
         purge(settings)
+    elif args.writer:
+        serve_writer(settings)
     elif args.worker:
         serve(settings, reuse_port=True)
     elif settings.workers > 1:

@@ -234,6 +234,11 @@ class Settings:
     ws_pending_auth_max: int = setting("WS_PENDING_AUTH_MAX", _int(0), 2000)
     session_recheck_s: float = setting("SESSION_RECHECK_S", _float(0.1), 2.0)
     group_commit_wait_ms: float = setting("GROUP_COMMIT_WAIT_MS", _float(0, 100), 0.0)
+    # WORKERS above 1: one writer process group-commits every worker's rows (false: each
+    # worker commits its own, as instances on separate machines do).
+    group_commit_shared: bool = setting("GROUP_COMMIT_SHARED", _bool, True)
+    # Set by the supervisor for its workers and its writer, not by hand: the writer's socket.
+    chat_writer_socket: str | None = setting("CHAT_WRITER_SOCKET", _optional)
     login_rate_per_minute: int = setting("LOGIN_RATE_PER_MINUTE", _int(1), 10)
     signups_per_hour_per_address: int = setting("SIGNUPS_PER_HOUR_PER_ADDRESS", _int(0), 20)
     allow_guests: bool = setting("ALLOW_GUESTS", _bool, False)

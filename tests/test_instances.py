@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import uuid
@@ -21,6 +22,7 @@ from redis.asyncio import Redis
 from server import keys
 from server.app import create_app
 from server.chat.fanout import GONE_AFTER_S, PEER_POLL_S
+from server.chat.store_writer import APPLICATION_NAME
 from server.fanout.backend import Received
 from server.fanout.events import Hello, MessageStored
 from server.fanout.postgres import LISTENER_PREFIX
@@ -202,6 +204,58 @@ async def test_workers_share_one_port_and_stop_together(tmp_path, database_url, 
         code = await server.stop(signal.SIGTERM)
         assert code == 0, server.output()
         assert await listeners(db, fanout_url) == 0
+
+
+async def test_workers_store_through_one_writer_and_outlive_it(tmp_path, database_url, db):
+    """WORKERS=2 runs a shared writer; killed, its workers store their rows themselves
+    until the supervisor has started it again, and nothing is lost or doubled."""
+    async with (
+        server_process(
+            tmp_path, database_url, TEST_SECRET, port=free_port(), WORKERS="2"
+        ) as server,
+        aiohttp.ClientSession() as session,
+    ):
+
+        def linked(n: int) -> bool:
+            return server.output().count("chat rows go to the shared writer") >= n
+
+        def writers() -> list[int]:
+            return [int(pid) for pid in re.findall(r"writer (\d+) started", server.output())]
+
+        await eventually(lambda: linked(2), timeout=30)
+        token, _ = await http_signup(session, server.url)
+        headers = {"Authorization": f"Bearer {token}"}
+
+        async def ask(n: int) -> None:
+            body = {"message": "How do I embed the widget?", "id": f"w{n}"}
+            async with session.post(
+                f"{server.url}/api/v1/chat/chat", json=body, headers=headers
+            ) as r:
+                assert r.status == 200, await r.text()
+
+        await asyncio.gather(*(ask(n) for n in range(6)))
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = $1",
+                APPLICATION_NAME,
+            )
+            >= 1
+        )
+        os.kill(writers()[0], signal.SIGKILL)
+        await asyncio.gather(*(ask(n) for n in range(6, 12)))
+        await eventually(lambda: len(writers()) == 2 and linked(4), timeout=30)
+        await asyncio.gather(*(ask(n) for n in range(12, 18)))
+        assert "lost the shared writer" in server.output()
+        rows = await db.fetch(
+            "SELECT q.client_id, count(r.id) AS replies FROM chat_history q"
+            " LEFT JOIN chat_history r ON r.reply_to = q.id"
+            " WHERE q.client_id LIKE 'w%' AND q.user_id = (SELECT user_id FROM chat_history"
+            "  WHERE client_id = 'w0' ORDER BY id DESC LIMIT 1) GROUP BY q.client_id"
+        )
+        assert sorted(r["client_id"] for r in rows) == sorted(f"w{n}" for n in range(18))
+        assert {r["replies"] for r in rows} == {1}
+        assert await server.stop(signal.SIGTERM) == 0, server.output()
 
 
 async def test_a_killed_instance_s_replies_end_stored_on_the_others(

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from server.answers.pipeline import AnswerPipeline
     from server.chat.connection import Connection, Connections
     from server.chat.fanout import Outbox
+    from server.chat.store_link import LinkedStore
     from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ class ReplyManager:
 
     def __init__(
         self,
-        store: ChatStore,
+        store: ChatStore | LinkedStore,
         pipeline: AnswerPipeline,
         connections: Connections,
         outbox: Outbox,

@@ -15,18 +15,22 @@ from server.chat.fanout import FanOut, Outbox
 from server.chat.pending_auth import PendingAuth
 from server.chat.replies import ReplyManager
 from server.chat.store import ChatStore
+from server.chat.store_link import LinkedStore
 from server.fanout.backend import transport
 
 
 async def chat_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     pool = app[keys.POOL]
-    store = ChatStore(
+    store: ChatStore | LinkedStore = ChatStore(
         pool,
         settings.chat_rate_per_minute,
         app[keys.BATCH_POOL],
         settings.group_commit_wait_ms / 1000,
     )
+    if settings.chat_writer_socket:  # a worker beside the shared writer (run_server.py)
+        store = LinkedStore(store, settings.chat_writer_socket)
+        store.start()
     metrics = app[keys.METRICS]
     connections = Connections(metrics.connections)
     backend = transport(settings.fanout_url, app[keys.DSN], pool)

@@ -132,7 +132,7 @@ class ChatStore:
         """Store a user message once per (user, client id), in `conversation_id` (None: the
         user's most recently active conversation, made when there is none); raise
         IdConflict, RateLimited, UnknownConversation."""
-        return await self._queue_message(user_id, client_id, text, conversation_id)
+        return await self.queue_message(user_id, client_id, text, conversation_id)[0]
 
     async def add_reply(
         self,
@@ -143,36 +143,53 @@ class ChatStore:
         sources: list[dict[str, Any]],
         token_lengths: list[int],
     ) -> StoredReply:
-        future = asyncio.get_running_loop().create_future()
         row = ReplyRow(text, finish_reason, sources, token_lengths)
-        self._replies.append(_NewReply(user_id, reply_to, row, future))
-        self._batches.kick()
-        return await future
+        return await self.queue_reply(user_id, reply_to, row)
 
     async def add_exchange(
         self, user_id: int, client_id: str, text: str, conversation_id: int | None, row: ReplyRow
     ) -> tuple[StoredMessage, StoredReply]:
         """A message and its reply, generated already, in one batch: as `add_message`,
         and the reply's row when the message is new (else NOT_STORED)."""
-        reply = _NewReply(user_id, 0, row, asyncio.get_running_loop().create_future())
-        stored = await self._queue_message(user_id, client_id, text, conversation_id, reply)
-        return stored, await reply.future
+        message, reply = self.queue_message(user_id, client_id, text, conversation_id, row)
+        stored = await message
+        assert reply is not None
+        return stored, await reply
 
-    async def _queue_message(
+    # The methods above await these futures; the shared writer (`server.chat.store_writer`)
+    # answers other processes from their callbacks instead, without a task per row.
+
+    def queue_message(
         self,
         user_id: int,
         client_id: str,
         text: str,
         conversation_id: int | None,
-        reply: _NewReply | None = None,
-    ) -> StoredMessage:
-        """`add_message`, with the reply to store beside it, if any."""
+        row: ReplyRow | None = None,
+    ) -> tuple[asyncio.Future[StoredMessage], asyncio.Future[StoredReply] | None]:
+        """Queue a message, and the reply generated for it if any, for the next batch: the
+        futures of both (None: no reply given)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[StoredMessage] = loop.create_future()
+        reply = None if row is None else _NewReply(user_id, 0, row, loop.create_future())
         if conversation_id is not None and not 1 <= conversation_id <= BIGINT_MAX:
-            raise UnknownConversation()  # no conversation has such an id
-        future = asyncio.get_running_loop().create_future()
-        self._messages.append(_NewMessage(user_id, client_id, text, conversation_id, future, reply))
+            # No conversation has such an id.
+            _fail_message(_NewMessage(user_id, client_id, text, None, future, reply), None)
+        else:
+            self._messages.append(
+                _NewMessage(user_id, client_id, text, conversation_id, future, reply)
+            )
+            self._batches.kick()
+        return future, None if reply is None else reply.future
+
+    def queue_reply(
+        self, user_id: int, reply_to: int, row: ReplyRow
+    ) -> asyncio.Future[StoredReply]:
+        """Queue a reply to stored message `reply_to` for the next batch: its future."""
+        future: asyncio.Future[StoredReply] = asyncio.get_running_loop().create_future()
+        self._replies.append(_NewReply(user_id, reply_to, row, future))
         self._batches.kick()
-        return await future
+        return future
 
     async def close(self) -> None:
         """Let the last batch commit."""
@@ -194,10 +211,10 @@ class ChatStore:
 
     @staticmethod
     def _fail(batch: tuple[list[_NewMessage], list[_NewReply]], exc: Exception) -> None:
-        for item in (*batch[0], *batch[1]):
-            _settle(item.future, exc)
-            if isinstance(item, _NewMessage) and item.reply is not None:
-                _settle(item.reply.future, NOT_STORED)  # the message's error says why
+        for message in batch[0]:
+            _fail_message(message, exc)
+        for reply in batch[1]:
+            _settle(reply.future, exc)
 
     async def _commit(
         self, conn: asyncpg.Connection, messages: list[_NewMessage], replies: list[_NewReply]
@@ -328,6 +345,14 @@ def _reply_columns(
         # An array literal per row, cast in SQL ('{3,1,4}'::integer[]).
         ["{" + ",".join(map(str, r.token_lengths)) + "}" if r else None for r in rows],
     )
+
+
+def _fail_message(item: _NewMessage, exc: Exception | None) -> None:
+    """The message is not stored (`exc` None: its conversation cannot exist), nor its reply:
+    the message's error says why."""
+    _settle(item.future, exc or UnknownConversation())
+    if item.reply is not None:
+        _settle(item.reply.future, NOT_STORED)
 
 
 def _settle(future: asyncio.Future[Any], result: Any) -> None:

@@ -18,14 +18,14 @@ UV_VERSION := 0.13.9
 LOCK := uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--no-header --annotation-style line
 
-.PHONY: serve test install install-semantic install-test browser redis axe lint checks lock
+.PHONY: serve test install install-semantic install-test browser redis nginx axe lint checks lock
 
 ## Install the server and start it on HOST:PORT (default http://127.0.0.1:8000).
 serve: install
 	$(PYTHON) run_server.py
 
 ## Install everything the tests need and run the whole suite.
-test: install-test browser redis axe
+test: install-test browser redis nginx axe
 	$(PYTHON) -m pytest
 
 $(PYTHON):
@@ -73,6 +73,12 @@ redis:
 	@command -v redis-server >/dev/null 2>&1 || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server)
 
+# Debian's nginx, in front of the server in the proxy tests (tests/test_forwarded.py) and
+# the failover check: the address rules of deploy/nginx-chat.conf are tested as shipped.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx)
+
 # The accessibility audit the browser tests inject (axe-core), exactly as package-lock.json says.
 axe:
 	@command -v npm >/dev/null 2>&1 || \
@@ -82,9 +88,7 @@ axe:
 # Scripted checks of a deployment: SIGKILL failover behind Debian's nginx, and a
 # 10-second database outage (on a private PostgreSQL), a 10-second Redis outage under
 # two instances (on a private redis-server).
-checks: install-test redis
-	@command -v nginx >/dev/null 2>&1 || \
-		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx)
+checks: install-test redis nginx
 	$(PYTHON) scripts/check_failover.py
 	$(PYTHON) scripts/check_db_outage.py
 	$(PYTHON) scripts/check_redis_outage.py

@@ -41,12 +41,10 @@ VOCAB_PATH = Path(__file__).with_name("minilm-vocab.txt")
 MAX_TOKENS = 256
 BATCH_SIZE = 16
 
-# Fusion defaults. The weight: the best of a grid on the SQuAD "tune" half and
-# bench/data/kb-paraphrases/queries.jsonl together (mean of R@1 and hit@1), which
-# 5-fold cross-validation over both also picks (0.4 or 0.5 in every fold;
-# bench/fusion_variants.py). The threshold: on SQuAD questions asked of the shipped
-# knowledge base (none of them is about it); see the README.
-DEFAULT_SEMANTIC_WEIGHT = 0.5
+# Fusion defaults, chosen by 5-fold cross-validation on the "tune" half of the SQuAD
+# set (bench/retrieval_eval.py --cv) and, for the threshold, on SQuAD questions asked
+# of the shipped knowledge base (none of them is about it); see the README.
+DEFAULT_SEMANTIC_WEIGHT = 0.6
 # 0.3: 5 of 1,044 SQuAD questions (0.5 %) find a passage of the shipped knowledge base,
 # none of them being about it (BM25F alone: 2.6 %), while 98 % of SQuAD questions
 # reach this similarity with their own paragraph.
@@ -244,12 +242,10 @@ class HybridIndex:
     question's idf mass puts BM25F's score on about the cosine's scale.
 
     ``w`` depends on the question: ``semantic_weight + (1 - semantic_weight) * (1 -
-    c)``, with ``c`` the largest ``Index.specificity`` of the best BM25F hits: the
-    share of the question's idf mass a hit matches, times how rare its most common
-    matched word is. A question whose rare words one passage contains (most SQuAD
-    questions) is ranked mostly by BM25F; one that shares with the passages only
-    words that many of them hold (a visitor's paraphrase: "send", "token") mostly by
-    meaning.
+    c)``, with ``c`` the largest share of the question's idf mass that one of the
+    best BM25F hits matches. A question whose rare words the passages contain (most
+    SQuAD questions) is ranked mostly by BM25F; one that shares only a common word
+    with them (a visitor's paraphrase) mostly by meaning.
     """
 
     lexical: Index
@@ -312,10 +308,8 @@ class HybridIndex:
         similarity = self.similarity(query_vector)
         lexical = self.lexical.search(query, CANDIDATES)
         mass = self.lexical.idf_mass(query) or 1.0
-        evidence = max(
-            (self.lexical.specificity(query, h.passage) for h in lexical[:5]), default=0.0
-        )
-        w = self.semantic_weight + (1 - self.semantic_weight) * (1 - evidence)
+        matched = max((self.lexical.coverage(query, h.passage) for h in lexical[:5]), default=0.0)
+        w = self.semantic_weight + (1 - self.semantic_weight) * (1 - matched)
         fused: dict[int, float] = {}
         for hit in lexical:
             i = self.lexical.position(hit.passage)

@@ -258,3 +258,16 @@ def test_coverage_is_the_share_of_the_question_a_passage_matches(index: Index) -
     assert index.coverage("zebras", purge) == 0.0  # an unknown word weighs, unmatched
     assert index.coverage("the of", purge) == 0.0
     assert index.idf_mass("purge purge") == pytest.approx(index.idf_mass("purge"))
+
+
+def test_specificity_discounts_a_match_on_words_that_many_passages_share(index: Index) -> None:
+    runs = index.passages[2]
+    # "purge" and "job" are in two passages each: a full match, but not a specific one.
+    assert index.coverage("purge job", runs) == pytest.approx(1.0)
+    assert 0 < index.specificity("purge job", runs) < 0.7
+    # "cron", "syntax" and "schedule" are in this passage only: as specific as it gets.
+    assert index.specificity("cron syntax schedule", runs) == pytest.approx(1.0)
+    # Half the question matched, on a word of one passage: the coverage alone counts.
+    assert index.specificity("cron widget", runs) == pytest.approx(0.5)
+    assert index.specificity("zebras", runs) == 0.0
+    assert index.specificity("the of", runs) == 0.0

@@ -29,6 +29,10 @@ from server.http import BIGINT_MAX
 log = logging.getLogger(__name__)
 
 RETRY_S = 0.5  # between attempts to reach the writer
+# A writer that leaves a request unanswered this long is taken for stuck (stopped, or
+# its database connection hung): its link is dropped and this worker stores the rows,
+# then tries the writer again after as long.
+STALE_S = 10.0
 CLOSE_WAIT_TURNS = 500  # 5 s for the writer to answer at shutdown, then this worker stores
 
 
@@ -84,6 +88,7 @@ class _Asked:
     op: str
     args: tuple[Any, ...]
     future: asyncio.Future[Any]
+    at: float  # when it was sent (the loop's clock)
 
 
 class _WorkerLink(FrameLink):
@@ -102,10 +107,13 @@ def _fits(conversation_id: int | None) -> bool:
 class LinkedStore:
     """`ChatStore`'s API over the shared writer, with this worker's own store behind it."""
 
-    def __init__(self, local: ChatStore, path: str, retry_s: float = RETRY_S) -> None:
+    def __init__(
+        self, local: ChatStore, path: str, retry_s: float = RETRY_S, stale_s: float = STALE_S
+    ) -> None:
         self.local = local
         self.path = path
         self.retry_s = retry_s
+        self.stale_s = stale_s
         self._link: _WorkerLink | None = None
         self._asked: dict[int, _Asked] = {}
         self._ids = itertools.count(1)
@@ -129,6 +137,7 @@ class LinkedStore:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await asyncio.sleep(0)  # the rows taken back are queued here before the close
         await self.local.close()
 
     # -- ChatStore's API -----------------------------------------------------------------
@@ -170,8 +179,9 @@ class LinkedStore:
                 request = wire.message_request(rid, *args)
         except orjson.JSONEncodeError:  # text that is not UTF-8: the database says no here
             return asyncio.ensure_future(self._here(op, args))
-        future = asyncio.get_running_loop().create_future()
-        self._asked[rid] = _Asked(op, args, future)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._asked[rid] = _Asked(op, args, future, loop.time())
         link.send(request)
         return future
 
@@ -212,13 +222,32 @@ class LinkedStore:
             self._link = link
             self.linked.set()
             try:
-                await asyncio.shield(link.lost)
+                stuck = await self._watch(link)
             finally:
                 self._link = None
                 self.linked.clear()
                 link.close()
                 self._store_here()
-            log.warning("lost the shared writer; this worker stores its chat rows itself")
+            if stuck:
+                log.warning(
+                    "the shared writer left a row unanswered for %.0f s; this worker stores"
+                    " its chat rows itself for as long",
+                    self.stale_s,
+                )
+                await asyncio.sleep(self.stale_s)
+            else:
+                log.warning("lost the shared writer; this worker stores its chat rows itself")
+
+    async def _watch(self, link: _WorkerLink) -> bool:
+        """Until the link drops (False) or its oldest request waits `stale_s` (True)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            done, _ = await asyncio.wait([link.lost], timeout=self.stale_s / 4)
+            if done:
+                return False
+            oldest = next(iter(self._asked.values()), None)
+            if oldest is not None and loop.time() - oldest.at > self.stale_s:
+                return True
 
     def _store_here(self) -> None:
         """The writer went with requests unanswered: this worker's own store takes them."""

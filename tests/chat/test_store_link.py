@@ -232,3 +232,33 @@ async def test_the_writer_process_socket_is_private(pool, path):
     finally:
         server.close()
         await store.close()
+
+
+async def test_a_stuck_writer_is_left_and_the_worker_stores_its_rows(db, pool, path):
+    """A writer that accepts and never answers (stopped, or its database hung)."""
+    heard: list[bytes] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            heard.append(await reader.read(65536))
+            await reader.read()  # until the worker gives up on it
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(swallow, path)
+    store = LinkedStore(ChatStore(pool, batch_pool=pool), path, retry_s=0.05, stale_s=0.4)
+    store.start()
+    try:
+        await link_up(store)
+        (user_id,) = await users(db, 1)
+        started = asyncio.get_running_loop().time()
+        stored = await asyncio.wait_for(store.add_message(user_id, "s1", "Hello?"), 5)
+        waited = asyncio.get_running_loop().time() - started
+        assert stored.created and heard  # sent to the writer, stored here
+        assert 0.4 <= waited < 2
+        assert store.local.batches == 1
+        assert not store.linked.is_set()  # and not linked again at once
+    finally:
+        await store.close()
+        server.close()
+        await server.wait_closed()

@@ -280,6 +280,14 @@ class Settings:
             )
         if self.secret_key and len(self.secret_key.encode()) < MIN_SECRET_BYTES:
             raise SettingsError(f"SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes long")
+        if self.identity_secret and len(self.identity_secret.encode()) < MIN_SECRET_BYTES:
+            # A warning, not a refusal: the host site chose the secret and shares it with
+            # us; a short HMAC key can be guessed offline from one token it signed.
+            log.warning(
+                "IDENTITY_SECRET is shorter than %d bytes: anyone holding one identity token "
+                "could guess it offline and sign any visitor's identity",
+                MIN_SECRET_BYTES,
+            )
 
     def with_secret(self) -> Settings:
         """Embedded mode only: load or create the key under `var_dir`, with a warning."""

@@ -132,6 +132,15 @@ def test_unix_socket_database_url_is_accepted():
     assert s.database_url == "postgresql://user@/db?host=/run/pg"
 
 
+def test_a_short_identity_secret_is_warned_about_never_logged(caplog):
+    Settings.from_env({"IDENTITY_SECRET": "host-s3cret"})
+    assert "IDENTITY_SECRET is shorter than 32 bytes" in caplog.text
+    assert "host-s3cret" not in caplog.text
+    caplog.clear()
+    Settings.from_env({"IDENTITY_SECRET": "h" * 32})
+    assert "IDENTITY_SECRET" not in caplog.text
+
+
 def test_generated_secret_is_kept_under_var(tmp_path, caplog):
     s = Settings.from_env({"VAR_DIR": str(tmp_path)})
     first = s.with_secret()

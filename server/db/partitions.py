@@ -16,11 +16,8 @@ A partition is made as a plain table and then ATTACHed (SHARE UPDATE EXCLUSIVE o
 chat_history, so chat goes on; `CREATE TABLE … PARTITION OF` would take ACCESS
 EXCLUSIVE); rows the DEFAULT partition holds for its day move into it first.
 
-Dropping takes a brief ACCESS EXCLUSIVE lock on chat_history: DETACH … CONCURRENTLY is
-refused when a DEFAULT partition exists ("cannot detach partitions concurrently when a
-default partition exists"), and the DEFAULT partition is what keeps inserts from
-failing; a plain DETACH takes the same lock as DROP TABLE of the partition, so the
-partition is dropped at once. LOCK_TIMEOUT bounds how long chat can queue behind it.
+The partitions past retention are detached together, emptied and dropped by
+`server.db.partition_purge`. LOCK_TIMEOUT bounds how long chat can queue behind DDL.
 
 The two unique guarantees live in `chat_keys` (migration 0015). The conversion of an
 unpartitioned table (`convert`) keeps its rows, ids and sequence, without a long lock.
@@ -181,37 +178,7 @@ async def ensure_ahead(
     return made
 
 
-# -- dropping a partition past retention -------------------------------------------------
-
-# Replies stored after the partition's end to its messages (a question at 23:59:59 and its
-# reply at 00:00:02): found through the reply_to index of the younger partitions, within
-# the range of the partition's ids, and checked against the partition itself.
-_YOUNGER_REPLIES = """
-DELETE FROM chat_history r
-WHERE r."timestamp" >= $1 AND r.reply_to BETWEEN $2 AND $3
-  AND EXISTS (SELECT 1 FROM {name} m WHERE m.id = r.reply_to AND m.is_user_message)
-"""
-
-
-async def drop_partition(conn: asyncpg.Connection, partition: Partition) -> int:
-    """Drop a partition entirely past retention, after the younger replies of its
-    messages; the history rows deleted. Its messages' keys go with the purge's
-    `forget_keys`. The DROP's transaction locks chat_history first (ACCESS EXCLUSIVE, as
-    a DETACH would), so it never upgrades a weaker lock and deadlocks with chat."""
-    name = partition.name
-    async with conn.transaction():
-        # By its id index alone (an old partition is all-visible): half a seq scan's time.
-        await conn.execute("SET LOCAL enable_seqscan = off")
-        low, high, rows = await conn.fetchrow(f"SELECT min(id), max(id), count(*) FROM {name}")
-    replies = 0
-    if low is not None:
-        status = await conn.execute(_YOUNGER_REPLIES.format(name=name), partition.hi, low, high)
-        replies = int(status.rsplit(" ", 1)[-1])
-    async with conn.transaction():
-        await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-        await conn.execute("LOCK TABLE chat_history IN ACCESS EXCLUSIVE MODE")
-        await conn.execute(f"DROP TABLE {name}")
-    return rows + replies
+# -- the keys of purged messages ------------------------------------------------------
 
 
 async def forget_keys(conn: asyncpg.Connection, before: datetime) -> int:

@@ -8,8 +8,9 @@ One run, under a PostgreSQL advisory lock held on one dedicated connection:
    session's time zone), so a long run does not chase a moving target.
 3. chat_history is partitioned by day (`server.db.partitions`): the partitions
    of today and the week ahead are made when missing; every partition entirely
-   older than the cutoff is dropped whole, after the younger replies of its
-   messages in later partitions.
+   older than the cutoff is detached (all in one short transaction), the younger
+   replies of its messages in later partitions deleted, and it is emptied and
+   dropped (`server.db.partition_purge`).
 4. The rest by exact age: in the partition straddling the cutoff, and in the
    DEFAULT partition (rows no partition covered, e.g. imported with old
    timestamps), rows older than the cutoff go in batches of `batch_size`, oldest
@@ -44,7 +45,7 @@ import aiocron
 import asyncpg
 from prometheus_client import Counter
 
-from server.db import partitions
+from server.db import partition_purge, partitions
 from server.db import purge as purge_sql
 
 log = logging.getLogger(__name__)
@@ -157,10 +158,12 @@ class PurgeJob:
             try:
                 cutoff = await purge_sql.cutoff(conn, self.retention_days)
                 await partitions.ensure_ahead(conn)
-                for partition in partitions.past_retention(
-                    await partitions.list_partitions(conn), cutoff
-                ):
-                    counts[0] += await partitions.drop_partition(conn, partition)
+                await partition_purge.detach(
+                    conn, partitions.past_retention(await partitions.list_partitions(conn), cutoff)
+                )
+                names = await partition_purge.detached(conn)  # an earlier run's too
+                counts[0] += await partition_purge.empty_detached(conn, names)
+                await partition_purge.drop_tables(conn, names)
                 while True:
                     deleted, replies = await purge_sql.delete_history_batch(
                         conn, cutoff, self.batch_size

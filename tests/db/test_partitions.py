@@ -5,101 +5,25 @@ conversion of an unpartitioned table that holds rows (each on a database of its 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
-
 from server.chat.store import ChatStore
-from server.db import migrations, partitions, scratch
+from server.db import migrations, partitions
 from server.db.partitions import DAY, Partition
 from server.db.pool import open_pool
 from server.jobs.purge import PurgeJob
-from tests.db.databases import database_before
+from tests.db.partitioned import (
+    FIRST_OF_PARTITIONS,
+    add_message,
+    add_reply,
+    add_user,
+    database,
+    ids,
+    where,
+)
 from tests.jobs.history_rows import connector
 
-FIRST_OF_PARTITIONS = 15
 T0 = datetime(2026, 11, 5, tzinfo=UTC)
-
-
-@asynccontextmanager
-async def database(
-    admin_url: str, before: int | None = None
-) -> AsyncIterator[tuple[str, asyncpg.Connection]]:
-    """A scratch database, migrated (only up to migration `before`, when given), and a
-    connection to it."""
-    url = await database_before(admin_url, before or 0, "chat_part")
-    conn = await asyncpg.connect(url)
-    try:
-        if before is None:
-            await migrations.migrate(conn)
-        yield url, conn
-    finally:
-        await conn.close()
-        await scratch.drop_database(admin_url, url)
-
-
-async def add_user(conn: asyncpg.Connection) -> int:
-    return await conn.fetchval(
-        "INSERT INTO users (email, hashed_password) VALUES (gen_random_uuid() || '@e.com', 'x')"
-        " RETURNING id"
-    )
-
-
-async def add_message(
-    conn: asyncpg.Connection, user_id: int, at: datetime, client_id: str | None = None
-) -> int:
-    """A user message stored as the group commit stores it: its key, then its row."""
-    message_id = await conn.fetchval("SELECT nextval('chat_history_id_seq')")
-    await conn.execute(
-        'INSERT INTO chat_keys (message_id, user_id, client_id, "timestamp")'
-        " VALUES ($1, $2, $3, $4)",
-        message_id,
-        user_id,
-        client_id,
-        at,
-    )
-    await conn.execute(
-        "INSERT INTO chat_history (id, user_id, message, is_user_message, client_id,"
-        ' "timestamp") VALUES ($1, $2, $3, true, $4, $5)',
-        message_id,
-        user_id,
-        f"question {message_id}",
-        client_id,
-        at,
-    )
-    return message_id
-
-
-async def add_reply(conn: asyncpg.Connection, user_id: int, message_id: int, at: datetime) -> int:
-    reply_id = await conn.fetchval(
-        "UPDATE chat_keys SET reply_id = nextval('chat_history_id_seq')"
-        " WHERE message_id = $1 AND reply_id IS NULL RETURNING reply_id",
-        message_id,
-    )
-    await conn.execute(
-        "INSERT INTO chat_history (id, user_id, message, is_user_message, reply_to,"
-        ' "timestamp") VALUES ($1, $2, $3, false, $4, $5)',
-        reply_id,
-        user_id,
-        f"reply to {message_id}",
-        message_id,
-        at,
-    )
-    return reply_id
-
-
-async def where(conn: asyncpg.Connection, row_id: int) -> str | None:
-    """The partition holding row `row_id`."""
-    return await conn.fetchval(
-        "SELECT tableoid::regclass::text FROM chat_history WHERE id = $1", row_id
-    )
-
-
-async def ids(conn: asyncpg.Connection, user_id: int) -> set[int]:
-    rows = await conn.fetch("SELECT id FROM chat_history WHERE user_id = $1", user_id)
-    return {r["id"] for r in rows}
 
 
 # -- pure ---------------------------------------------------------------------------------

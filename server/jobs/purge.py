@@ -8,17 +8,18 @@ One run, under a PostgreSQL advisory lock held on one dedicated connection:
    session's time zone), so a long run does not chase a moving target.
 3. chat_history is partitioned by day (`server.db.partitions`): the partitions
    of today and the week ahead are made when missing; every partition entirely
-   older than the cutoff is detached (all in one short transaction), the younger
-   replies of its messages in later partitions deleted, and it is emptied and
-   dropped (`server.db.partition_purge`).
+   older than the cutoff is detached (all in one short transaction), to be
+   emptied and dropped after step 4 with the younger replies of its messages in
+   later partitions (`server.db.partition_purge`).
 4. The rest by exact age: in the partition straddling the cutoff, and in the
    DEFAULT partition (rows no partition covered, e.g. imported with old
    timestamps), rows older than the cutoff go in batches of `batch_size`, oldest
    first through the `chat_history_timestamp` index, each batch one autocommit
    statement: no long locks, no huge transaction, and the event loop gets a
    turn between batches. The replies of the messages purged go with them,
-   younger or not; counts are rows deleted. Then the keys of the two guarantees
-   (`chat_keys`) of every message older than the cutoff, in one statement.
+   younger or not; counts are rows deleted. Then the detached partitions are
+   emptied and dropped, and the keys of the two guarantees (`chat_keys`) of every
+   message older than the cutoff deleted, in one statement.
 5. Other dead rows: used or expired verification links, rate-limit windows
    older than an hour, guests with no message since the cutoff (and everything
    of theirs).
@@ -161,9 +162,6 @@ class PurgeJob:
                 await partition_purge.detach(
                     conn, partitions.past_retention(await partitions.list_partitions(conn), cutoff)
                 )
-                names = await partition_purge.detached(conn)  # an earlier run's too
-                counts[0] += await partition_purge.empty_detached(conn, names)
-                await partition_purge.drop_tables(conn, names)
                 while True:
                     deleted, replies = await purge_sql.delete_history_batch(
                         conn, cutoff, self.batch_size
@@ -172,6 +170,11 @@ class PurgeJob:
                     if deleted < self.batch_size:
                         break
                     await asyncio.sleep(self.batch_pause_s)
+                names = await partition_purge.detached(conn)  # an earlier run's too
+                counts[0] += await partition_purge.delete_younger_replies(conn, names)
+                counts[0] += await partition_purge.empty(conn, names)
+                await partition_purge.drop_tables(conn, names)
+                # Every message older than the cutoff is out of chat_history by now.
                 await partitions.forget_keys(conn, cutoff)
                 counts[1] += await purge_sql.delete_other(conn, cutoff, RATE_LIMIT_KEEP_HOURS)
                 finished_at = started_at + timedelta(seconds=time.monotonic() - clock)

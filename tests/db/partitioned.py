@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
-from server.db import migrations, scratch
+from server.db import migrations, partitions, scratch
 from tests.db.databases import database_before
 
 FIRST_OF_PARTITIONS = 15
@@ -92,3 +92,13 @@ async def where(conn: asyncpg.Connection, row_id: int) -> str | None:
 async def ids(conn: asyncpg.Connection, user_id: int) -> set[int]:
     rows = await conn.fetch("SELECT id FROM chat_history WHERE user_id = $1", user_id)
     return {r["id"] for r in rows}
+
+
+async def retention_bounds(
+    conn: asyncpg.Connection, days: int = 30
+) -> tuple[datetime, datetime, datetime]:
+    """The database's now, the purge's cutoff `days` before it, and the midnight that
+    starts the cutoff's partition."""
+    now = await conn.fetchval("SELECT now()")
+    cutoff = now - timedelta(days=days)
+    return now, cutoff, partitions.day_start(cutoff)

@@ -13,7 +13,15 @@ from prometheus_client import CollectorRegistry, Counter
 from server.db import partition_purge, partitions
 from server.db.partitions import DAY
 from server.jobs.purge import PurgeJob
-from tests.db.partitioned import add_message, add_reply, add_user, database, ids, where
+from tests.db.partitioned import (
+    add_message,
+    add_reply,
+    add_user,
+    database,
+    ids,
+    retention_bounds,
+    where,
+)
 from tests.jobs.history_rows import connector
 
 
@@ -27,9 +35,7 @@ async def test_one_run_drops_every_partition_past_retention_and_counts_what_went
     admin_database_url,
 ):
     async with database(admin_database_url) as (url, conn):
-        now = await conn.fetchval("SELECT now()")
-        cutoff = now - 30 * DAY
-        boundary = partitions.day_start(cutoff)
+        now, cutoff, boundary = await retention_bounds(conn)
         past = [await partitions.create_partition(conn, boundary - n * DAY) for n in (3, 2, 1)]
         straddling = await partitions.create_partition(conn, boundary)
         alice, bob = await add_user(conn), await add_user(conn)

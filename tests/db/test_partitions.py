@@ -19,6 +19,7 @@ from tests.db.partitioned import (
     add_user,
     database,
     ids,
+    retention_bounds,
     where,
 )
 from tests.jobs.history_rows import connector
@@ -103,9 +104,7 @@ async def test_purge_drops_whole_partitions_and_deletes_by_exact_age_at_the_boun
     admin_database_url,
 ):
     async with database(admin_database_url) as (url, conn):
-        now = await conn.fetchval("SELECT now()")
-        cutoff = now - 30 * DAY
-        boundary = partitions.day_start(cutoff)
+        now, cutoff, boundary = await retention_bounds(conn)
         past = await partitions.create_partition(conn, boundary - DAY)
         straddling = await partitions.create_partition(conn, boundary)
         user = await add_user(conn)

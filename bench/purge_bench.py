@@ -12,7 +12,10 @@ old and more, as the server stores them: with their chat_keys rows where the che
 has that table, and in the daily partitions the server would have made for those days
 where it partitions chat_history), then:
 
-CLIENTS loops post to POST /api/v1/chat/chat, one request at a time each, for a warm-up
+CLIENTS loops post to POST /api/v1/chat/chat, one request at a time each (as fast as
+they are answered, or with `--rate R` paced to R requests a second in all, each timed
+from when it was due: a server not run flat out, where a stall shows and queueing
+does not), for a warm-up
 and then four windows of WINDOW seconds: two without the purge (`before 1`, `before 2`),
 one that starts with the app's own PurgeJob.run_once() (`purge`; longer when the purge
 is), and one after it (`after`). Chat p99 over a window of a few seconds holds 1,000 and
@@ -87,13 +90,26 @@ async def signup(http: aiohttp.ClientSession, base: str) -> tuple[int, str]:
 
 
 async def chat_loop(
-    http: aiohttp.ClientSession, base: str, token: str, traffic: Traffic, stop: asyncio.Event
+    http: aiohttp.ClientSession,
+    base: str,
+    token: str,
+    traffic: Traffic,
+    stop: asyncio.Event,
+    interval: float = 0.0,
 ) -> None:
+    """One request at a time; with `interval`, one every `interval` seconds (open loop),
+    each timed from when it was due, so a stall counts for every request it delays."""
     headers = {"Authorization": f"Bearer {token}"}
     n = 0
+    due = time.monotonic()
     while not stop.is_set():
         n += 1
-        started = time.monotonic()
+        if interval:
+            due += interval
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            started = due
+        else:
+            started = time.monotonic()
         async with http.post(
             f"{base}/api/v1/chat/chat",
             json={"message": f"how do I reset my password? ({n})"},
@@ -189,7 +205,7 @@ def windows(
 
 
 async def bench(
-    url: str, rows: int, clients: int, warmup_s: float, window_s: float
+    url: str, rows: int, clients: int, warmup_s: float, window_s: float, rate: float = 0.0
 ) -> dict[str, object]:
     settings = Settings.from_env(
         {},
@@ -226,8 +242,10 @@ async def bench(
 
             traffic = Traffic([])
             stop = asyncio.Event()
+            interval = clients / rate if rate else 0.0
             loops = [
-                asyncio.create_task(chat_loop(http, base, token, traffic, stop)) for token in tokens
+                asyncio.create_task(chat_loop(http, base, token, traffic, stop, interval))
+                for token in tokens
             ]
             await asyncio.sleep(warmup_s + 2 * window_s)
 
@@ -250,7 +268,8 @@ async def bench(
         f" in {purge_s:.2f} s = {result.deleted / purge_s:,.0f} rows/s"
         f" (batches of {settings.purge_batch_size})"
     )
-    print(f"chat traffic: {clients} clients, POST /api/v1/chat/chat, one request at a time each")
+    pace = f", {rate:g} requests/s in all (open loop)" if rate else ", as fast as answered"
+    print(f"chat traffic: {clients} clients, POST /api/v1/chat/chat, one at a time each{pace}")
     stats = {
         name: describe(name, traffic.between(*spans[name]), spans[name][1] - spans[name][0])
         for name in WINDOWS
@@ -290,7 +309,7 @@ def run_one(args: argparse.Namespace) -> dict[str, object]:
     admin = scratch.admin_url(ROOT / "var" / "bench")
     url = asyncio.run(scratch.create_database(admin, "chat_bench"))
     try:
-        return asyncio.run(bench(url, args.rows, args.clients, args.warmup, args.window))
+        return asyncio.run(bench(url, args.rows, args.clients, args.warmup, args.window, args.rate))
     finally:
         asyncio.run(scratch.drop_database(admin, url))
 
@@ -299,7 +318,7 @@ def run_child(root: Path, args: argparse.Namespace) -> dict[str, object]:
     """One run of checkout `root`'s server in a process of its own; its result."""
     argv = [sys.executable, __file__, "--one", "--rows", str(args.rows)]
     argv += ["--clients", str(args.clients), "--warmup", str(args.warmup)]
-    argv += ["--window", str(args.window)]
+    argv += ["--window", str(args.window), "--rate", str(args.rate)]
     env = {**os.environ, "PURGE_BENCH_ROOT": str(root)}
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     sys.stdout.write(done.stdout)
@@ -333,6 +352,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of traffic first")
     parser.add_argument("--window", type=float, default=3.0, help="seconds each window lasts")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="chat requests a second in all, paced (open loop); 0: each client as fast as answered",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="every target this many times")
     parser.add_argument("--baseline", type=Path, help="another checkout, run beside ours (A/B)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)

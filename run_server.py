@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("run_server")
 
 RESTART_DELAY_S = 1.0
+WRITER_GRACE_S = 15.0  # for the writer's last batches, once the workers are gone
 # Connections the kernel queues until the worker accepts them (aiohttp's default is 128;
 # the kernel caps it at net.core.somaxconn). When workers fall behind for a moment, more
 # than 128 new connections overflow the queue, their SYNs are dropped and each connect
@@ -227,53 +228,49 @@ class Supervisor:
         self.workers = [self._spawn() for _ in range(self.count)]
         while self.stopping is None:
             time.sleep(0.2)
-            if self.writer is not None and self.writer.poll() is not None:
+            if self.writer is not None:
                 # Meanwhile each worker stores its rows itself (server/chat/store_link.py).
-                log.error(
-                    "writer %d exited with %s; restarting", self.writer.pid, self.writer.returncode
-                )
-                self.bad_setting |= self.writer.returncode == BAD_SETTING
-                if self.bad_setting:
-                    self._on_signal(signal.SIGTERM, None)
-                else:
-                    time.sleep(RESTART_DELAY_S)
-                    self.writer = self._spawn("--writer")
-            for i, proc in enumerate(self.workers):
-                if proc.returncode == BAD_SETTING and self.stopping is None:
-                    log.error("worker %d found a bad setting; stopping", proc.pid)
-                    self._on_signal(signal.SIGTERM, None)
-                    self.bad_setting = True
-                elif proc.poll() is not None and self.stopping is None:
-                    log.error("worker %d exited with %s; restarting", proc.pid, proc.returncode)
-                    self._forget_metrics(proc.pid)
-                    time.sleep(RESTART_DELAY_S)
-                    if self.stopping is None:
-                        self.workers[i] = self._spawn()
+                self.writer = self._restarted(self.writer, "--writer")
+            self.workers = [self._restarted(proc) for proc in self.workers]
         deadline = time.monotonic() + self.grace_s
         for proc in self.workers:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("worker %d did not stop in time; killing it", proc.pid)
-                proc.kill()
-                proc.wait()
-        self._stop_writer()
+            self._wait(proc, deadline, "worker")
+        # After the workers: they store their last replies through it as they stop.
+        if self.writer is not None and self.writer.poll() is None:
+            self.writer.send_signal(signal.SIGTERM)
+            self._wait(self.writer, time.monotonic() + WRITER_GRACE_S, "writer")
         if self.bad_setting:
             return BAD_SETTING
         failed = [p.returncode for p in self.workers if p.returncode not in (0, -signal.SIGTERM)]
         return 1 if failed else 0
 
-    def _stop_writer(self) -> None:
-        """After the workers: they store their last replies through it as they stop."""
-        if self.writer is None or self.writer.poll() is not None:
-            return
-        self.writer.send_signal(signal.SIGTERM)
+    def _restarted(
+        self, proc: subprocess.Popen[bytes], role: str = "--worker"
+    ) -> subprocess.Popen[bytes]:
+        """`proc`, or a new process in its place when it died; one that found a bad
+        setting stops them all instead."""
+        if self.stopping is not None or proc.poll() is None:
+            return proc
+        name = role.strip("-")
+        if proc.returncode == BAD_SETTING:
+            log.error("%s %d found a bad setting; stopping", name, proc.pid)
+            self._on_signal(signal.SIGTERM, None)
+            self.bad_setting = True
+            return proc
+        log.error("%s %d exited with %s; restarting", name, proc.pid, proc.returncode)
+        self._forget_metrics(proc.pid)
+        time.sleep(RESTART_DELAY_S)
+        return proc if self.stopping is not None else self._spawn(role)
+
+    @staticmethod
+    def _wait(proc: subprocess.Popen[bytes], deadline: float, name: str) -> None:
+        """Wait for `proc` to exit until `deadline`, then kill it."""
         try:
-            self.writer.wait(15)
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("writer %d did not stop in time; killing it", self.writer.pid)
-            self.writer.kill()
-            self.writer.wait()
+            log.warning("%s %d did not stop in time; killing it", name, proc.pid)
+            proc.kill()
+            proc.wait()
 
 
 def serve_workers(settings: Settings) -> None:

@@ -258,6 +258,26 @@ async def test_workers_store_through_one_writer_and_outlive_it(tmp_path, databas
         assert await server.stop(signal.SIGTERM) == 0, server.output()
 
 
+async def test_the_supervisor_starts_a_killed_worker_again(tmp_path, database_url):
+    async with (
+        server_process(
+            tmp_path, database_url, TEST_SECRET, port=free_port(), WORKERS="2"
+        ) as server,
+        aiohttp.ClientSession() as session,
+    ):
+
+        def workers() -> list[int]:
+            return [int(pid) for pid in re.findall(r"worker (\d+) started", server.output())]
+
+        await eventually(lambda: len(workers()) == 2, timeout=30)
+        os.kill(workers()[0], signal.SIGKILL)
+        await eventually(lambda: len(workers()) == 3, timeout=30)
+        assert f"worker {workers()[0]} exited with -9; restarting" in server.output()
+        token, _ = await http_signup(session, server.url)
+        assert token
+        assert await server.stop(signal.SIGTERM) == 0, server.output()
+
+
 async def test_a_killed_instance_s_replies_end_stored_on_the_others(
     tmp_path, database_url, db, fanout_url
 ):

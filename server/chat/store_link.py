@@ -191,10 +191,7 @@ class LinkedStore:
             return self.local.add_message(*args)
         if op == wire.EXCHANGE:
             return self.local.add_exchange(*args)
-        user_id, reply_to, row = args
-        return self.local.add_reply(
-            user_id, reply_to, row.text, row.finish_reason, row.sources, row.token_lengths
-        )
+        return self.local.queue_reply(*args)
 
     def _answered(self, payload: list[Any]) -> None:
         rid, status, *fields = payload

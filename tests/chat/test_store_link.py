@@ -171,8 +171,14 @@ async def test_without_a_writer_each_worker_stores_its_own_rows(db, linked):
     (user_id,) = await users(db, 1)
     stored = await linked[0].add_message(user_id, "alone", "Is anyone there?")
     assert stored.created
-    assert linked[0].local.batches == 1
-    assert [r["client_id"] for r in await rows_of(db, user_id)] == ["alone"]
+    reply = await linked[0].add_reply(user_id, stored.message_id, ROW.text, "stop", [], [5, 8])
+    assert reply.reply_id is not None
+    assert linked[0].local.batches == 2
+    rows = await rows_of(db, user_id)
+    assert [(r["client_id"], r["reply_to"]) for r in rows] == [
+        ("alone", None),
+        (None, stored.message_id),
+    ]
 
 
 async def test_rows_in_flight_when_the_writer_dies_are_stored_once(db, pool, path, linked):

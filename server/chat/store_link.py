@@ -24,7 +24,6 @@ import orjson
 
 from server.chat import store_wire as wire
 from server.chat.store import ChatStore, ReplyRow, StoredMessage, StoredReply
-from server.http import BIGINT_MAX
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +99,6 @@ class _WorkerLink(FrameLink):
         self.store._answered(payload)
 
 
-def _fits(conversation_id: int | None) -> bool:
-    return conversation_id is None or 1 <= conversation_id <= BIGINT_MAX
-
-
 class LinkedStore:
     """`ChatStore`'s API over the shared writer, with this worker's own store behind it."""
 
@@ -169,7 +164,7 @@ class LinkedStore:
 
     def _ask(self, op: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         link = self._link
-        if link is None or (op != wire.REPLY and not _fits(args[3])):
+        if link is None:
             return asyncio.ensure_future(self._here(op, args))
         rid = next(self._ids)
         try:
@@ -177,7 +172,8 @@ class LinkedStore:
                 request = wire.reply_request(rid, *args)
             else:
                 request = wire.message_request(rid, *args)
-        except orjson.JSONEncodeError:  # text that is not UTF-8: the database says no here
+        except orjson.JSONEncodeError:
+            # Text that is not UTF-8, a number past 64 bits: this worker's store says no.
             return asyncio.ensure_future(self._here(op, args))
         loop = asyncio.get_running_loop()
         future = loop.create_future()

@@ -147,8 +147,10 @@ async def test_resends_exchanges_and_refusals_cross_the_link(db, pool, path, lin
             await store.add_message(user_id, "c1", "Another text")
         with pytest.raises(UnknownConversation):
             await store.add_message(user_id, "c2", "In a stranger's?", 999_999_999)
-        with pytest.raises(UnknownConversation):  # no bigint: refused before the link
+        with pytest.raises(UnknownConversation):  # no bigint: refused by the writer's store
             await store.add_message(user_id, "c2", "In none?", BIGINT_MAX + 1)
+        with pytest.raises(UnknownConversation):  # past 64 bits: by this worker's own
+            await store.add_message(user_id, "c2", "In none?", 2**70)
         message, reply = await store.add_exchange(user_id, "c3", "And at dusk?", None, ROW)
         assert message.created and reply.reply_id is not None
         await store.add_message(user_id, "c4", "A third")
@@ -162,7 +164,7 @@ async def test_resends_exchanges_and_refusals_cross_the_link(db, pool, path, lin
             (None, rows[1]["id"]),
             ("c4", None),
         ]
-        assert [s.local.batches for s in linked] == [0, 0]  # the bigint: refused unqueued
+        assert [s.local.batches for s in linked] == [0, 0]  # the two too large: unqueued
     finally:
         await writer.close()
 
